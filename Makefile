@@ -1,0 +1,52 @@
+# CAG-VLM compendium. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PROFILE ?= smoke
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Notebook kernels and tools resolve to the venv.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PYTHONHASHSEED := 0
+
+.DEFAULT_GOAL := help
+.PHONY: help install reproduce test lab paper bench gpu-check clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  Variables: PROFILE=$(PROFILE) (smoke | paper), PYTHON=$(PYTHON)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned dependencies and cag_utils (once)
+
+reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU) and write the paper inputs
+	$(PY) -m cag_utils.pipeline --profile $(PROFILE)
+	$(PY) -m cag_utils.report --profile $(PROFILE)
+
+test: $(STAMP) ## Unit tests of cag_utils and nbval on the committed notebooks
+	$(PY) -m pytest
+
+lab: $(STAMP) ## JupyterLab on the venv kernel
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+paper: $(STAMP) ## Regenerate paper/generated/*.tex and build paper/main.pdf with latexmk
+	$(PY) -m cag_utils.report --profile $(PROFILE)
+	@if command -v latexmk >/dev/null; then cd paper && latexmk -pdf -interaction=nonstopmode main.tex; \
+	else echo "latexmk not found: apt-get install latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended"; \
+	echo "paper/generated/*.tex are current; only the PDF was not built."; fi
+
+bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
+	$(PY) benchmarks/bench_data.py --out results/bench_data.json
+	$(PY) benchmarks/bench_cnn.py --out results/bench_cnn.json
+
+gpu-check: $(STAMP) ## On a GPU machine: paper-profile CNN steps at full size (throughput, peak memory) to OUT
+	$(PY) benchmarks/gpu_check.py --out $${OUT:-results/gpu}
+
+clean: ## Remove generated cohorts, checkpoints and caches (committed outputs stay)
+	rm -rf data/work .pytest_cache
+	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""cag_utils: the tested code behind the CAG-VLM compendium notebooks."""

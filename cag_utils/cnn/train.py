@@ -1,0 +1,326 @@
+"""Training loop of the stage-1 frame classifier (Hugging Face accelerate).
+
+Paper setting (``PAPER_CONFIG``): ConvNeXt-Base, AdamW, lr 1e-4, batch 128, 200 epochs,
+cross-entropy, TrivialAugmentWide. The paper names no input size, weight decay, schedule or
+checkpoint rule; here: input 224, torch's AdamW defaults otherwise (weight decay 0.01),
+constant learning rate, best checkpoint by validation macro-F1.
+
+The loop is plain accelerate, so ``accelerate launch -m cag_utils.cnn.train ...`` runs the
+same code on several GPUs (data-parallel); on one CPU it is an ordinary loop.
+
+Files in ``out_dir``:
+  best.safetensors + config.json   weights with the best validation macro-F1, and the recipe
+  last.safetensors + last_state.pt weights, optimizer state, history after the last epoch
+  rejected_frames.json             frames ``check_frames`` refused
+
+Determinism: every epoch reseeds torch and the shuffling generator from (seed, epoch), so
+an epoch depends only on the weights/optimizer state it starts from. Two runs with one seed
+give identical histories on a CPU (except the ``seconds`` column), and stopping and resuming
+gives the same result as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from cag_utils.cnn.data import FrameDataset, build_transform, check_frames, default_mean_std
+from cag_utils.cnn.evaluate import classification_metrics
+from cag_utils.cnn.model import build_model
+from cag_utils.labels import CLASSES
+from cag_utils.seed import seed_everything
+
+__all__ = ["DEFAULT_CONFIG", "PAPER_CONFIG", "TrainResult", "load_trained", "resolve_config", "train_classifier"]
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "model_name": "convnext_atto",  # smoke profile; the paper used convnext_base
+    "model_kwargs": {},  # extra timm.create_model arguments (e.g. tiny depths/dims in tests)
+    "input_size": 128,
+    "in_chans": 1,
+    "epochs": 10,
+    "batch_size": 32,
+    "eval_batch_size": None,  # None = 2 x batch_size
+    "lr": 1e-4,
+    "weight_decay": 0.01,  # torch AdamW default: the paper gives none
+    "num_workers": 0,
+    "seed": 0,
+    "pretrained_file": None,
+    "drop_path_rate": 0.0,
+    "augment": "trivialaugment",
+    "label_smoothing": 0.0,
+    "mixed_precision": "no",  # "no" | "bf16" | "fp16"
+    "max_minutes": None,  # wall-clock budget for this call, checked between epochs
+    "mean": None,  # None = ImageNet statistics for in_chans (data.default_mean_std)
+    "std": None,
+    "cpu": False,  # force CPU even when a GPU is present
+    "progress": True,  # tqdm bars
+}
+PAPER_CONFIG: dict[str, Any] = {
+    **DEFAULT_CONFIG,
+    "model_name": "convnext_base",
+    "input_size": 224,
+    "epochs": 200,
+    "batch_size": 128,
+    "lr": 1e-4,
+}
+# Keys that define the network: a resumed run must agree on them.
+_ARCH_KEYS: tuple[str, ...] = ("model_name", "model_kwargs", "input_size", "in_chans")
+
+
+@dataclass
+class TrainResult:
+    """Outcome of ``train_classifier``. ``status``: completed | time_budget | no_data."""
+
+    out_dir: Path
+    status: str
+    epochs_completed: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_val_macro_f1: float | None = None
+    best_path: Path | None = None
+    last_path: Path | None = None
+    config_path: Path | None = None
+    n_train: int = 0
+    n_val: int = 0
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def history_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.history)
+
+
+def resolve_config(cfg: dict[str, Any] | None) -> dict[str, Any]:
+    """``DEFAULT_CONFIG`` updated by ``cfg``; unknown keys raise (they are usually typos)."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ValueError(f"unknown training config keys {unknown}; known: {sorted(DEFAULT_CONFIG)}")
+    out = {**DEFAULT_CONFIG, **cfg}
+    if out["pretrained_file"] is not None:
+        out["pretrained_file"] = str(out["pretrained_file"])
+    return out
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _save_weights(state_dict: dict[str, torch.Tensor], path: Path, epoch: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp), {"epoch": str(epoch)})
+    os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written checkpoint
+
+
+@torch.no_grad()
+def _validate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator) -> dict[str, float]:
+    model.eval()
+    losses, preds, labels = [], [], []
+    for x, y in loader:
+        logits = model(x).float()
+        loss = F.cross_entropy(logits, y, reduction="none")
+        loss, pred, y = accelerator.gather_for_metrics((loss, logits.argmax(1), y))
+        losses.append(loss.cpu()), preds.append(pred.cpu()), labels.append(y.cpu())
+    if not labels:
+        return {"val_loss": math.nan, "val_macro_f1": math.nan, "val_accuracy": math.nan}
+    m = classification_metrics(torch.cat(labels).numpy(), torch.cat(preds).numpy())
+    return {"val_loss": float(torch.cat(losses).mean()), "val_macro_f1": m["macro_f1"], "val_accuracy": m["accuracy"]}
+
+
+def _make_accelerator(mixed_precision: str, cpu: bool) -> Accelerator:
+    """An Accelerator; in a single process (a notebook kernel) precision may change between runs."""
+    try:
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    except ValueError as err:
+        # accelerate keeps one global state per process and refuses a new precision. With one
+        # process nothing else shares that state, so resetting it is safe; never when distributed.
+        if "already been initialized" not in str(err) or PartialState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state()
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+
+
+def train_classifier(
+    frames: Any, table: pd.DataFrame, cfg: dict[str, Any] | None, out_dir: str | Path, resume: bool = True
+) -> TrainResult:
+    """Train on ``split == 'train'`` rows, select on ``split == 'val'``; never reads test rows.
+
+    With ``resume`` and a ``last_state.pt`` in ``out_dir``, training continues after the
+    last completed epoch up to ``cfg['epochs']`` (history and best checkpoint carry over).
+    """
+    cfg = resolve_config(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = _make_accelerator(cfg["mixed_precision"], cfg["cpu"])
+    main = accelerator.is_main_process
+    t_start = time.perf_counter()
+
+    usable, rejects = check_frames(frames, table)
+    if main:
+        _write_json(out_dir / "rejected_frames.json", rejects)
+    split = table["split"].astype(str).to_numpy()
+    train_idx = usable[split[usable] == "train"]
+    val_idx = usable[split[usable] == "val"]
+    if len(train_idx) == 0:
+        # Reported, not raised: a notebook can show why nothing was trained.
+        accelerator.print(f"no usable training frames ({len(rejects)} rejected); nothing trained")
+        return TrainResult(out_dir, "no_data", 0, n_val=len(val_idx), rejects=rejects)
+
+    seed_everything(cfg["seed"])
+    model = build_model(
+        cfg["model_name"], len(CLASSES), cfg["in_chans"], cfg["pretrained_file"], cfg["drop_path_rate"],
+        **cfg["model_kwargs"],
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+    history: list[dict[str, float]] = []
+    best_f1, best_epoch, start_epoch = -math.inf, None, 0
+    state_path, last_path = out_dir / "last_state.pt", out_dir / "last.safetensors"
+    best_path, config_path = out_dir / "best.safetensors", out_dir / "config.json"
+    if resume and state_path.exists() and last_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        old = state["config"]
+        clash = {k: (old.get(k), cfg[k]) for k in _ARCH_KEYS if old.get(k) != cfg[k]}
+        if clash:
+            raise ValueError(f"cannot resume {out_dir}: config differs in {clash}; use another out_dir")
+        model.load_state_dict(load_file(str(last_path)))
+        optimizer.load_state_dict(state["optimizer"])
+        history, start_epoch = list(state["history"]), int(state["epochs_completed"])
+        best_f1 = state["best_val_macro_f1"] if state["best_epoch"] is not None else -math.inf
+        best_epoch = state["best_epoch"]
+        accelerator.print(f"resuming {out_dir} after epoch {start_epoch}")
+
+    mean, std = cfg["mean"], cfg["std"]
+    if mean is None or std is None:
+        mean, std = default_mean_std(cfg["in_chans"])
+    size, chans = cfg["input_size"], cfg["in_chans"]
+    train_ds = FrameDataset.from_table(
+        frames, table, train_idx, build_transform(size, True, cfg["augment"], chans, mean, std)
+    )
+    val_ds = FrameDataset.from_table(frames, table, val_idx, build_transform(size, False, "none", chans, mean, std))
+    generator = torch.Generator()
+    train_dl = DataLoader(
+        train_ds, batch_size=cfg["batch_size"], shuffle=True, generator=generator, num_workers=cfg["num_workers"]
+    )
+    val_dl = DataLoader(
+        val_ds, batch_size=cfg["eval_batch_size"] or 2 * cfg["batch_size"], num_workers=cfg["num_workers"]
+    )
+    model, optimizer, train_dl, val_dl = accelerator.prepare(model, optimizer, train_dl, val_dl)
+
+    status = "completed"
+    budget_s = None if cfg["max_minutes"] is None else 60.0 * float(cfg["max_minutes"])
+    epochs = tqdm(range(start_epoch, cfg["epochs"]), desc="epochs", disable=not (main and cfg["progress"]))
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        epoch_seed = _epoch_seed(cfg["seed"], epoch)
+        torch.manual_seed(epoch_seed)  # augmentation and drop-path draws
+        generator.manual_seed(epoch_seed)  # shuffling order
+        model.train()
+        sums = torch.zeros(2, device=accelerator.device)  # (loss x n, n)
+        batches = tqdm(train_dl, desc=f"epoch {epoch + 1}", leave=False, disable=not (main and cfg["progress"]))
+        for x, y in batches:
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            optimizer.step()
+            sums += torch.stack([loss.detach() * len(y), torch.tensor(float(len(y)), device=sums.device)])
+        sums = accelerator.reduce(sums, reduction="sum")
+        row = {"epoch": epoch + 1, "train_loss": float(sums[0] / sums[1]), **_validate(model, val_dl, accelerator)}
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        epochs.set_postfix(loss=f"{row['train_loss']:.3f}", f1=f"{row['val_macro_f1']:.3f}")
+
+        # With no validation frames every epoch counts as best, i.e. best = last.
+        f1 = row["val_macro_f1"] if not math.isnan(row["val_macro_f1"]) else math.inf
+        improved = f1 > best_f1
+        if improved:
+            best_f1, best_epoch = f1, epoch + 1
+        weights = accelerator.get_state_dict(model)  # unwrapped (and gathered under FSDP/DeepSpeed)
+        if main:
+            if improved:
+                _save_weights(weights, best_path, best_epoch)
+                _write_json(config_path, {
+                    "config": cfg, "classes": list(CLASSES), "mean": list(mean), "std": list(std),
+                    "best_epoch": best_epoch, "best_val_macro_f1": row["val_macro_f1"],
+                    "n_train": len(train_idx), "n_val": len(val_idx), "weights": best_path.name,
+                    "versions": {"torch": torch.__version__, "timm": timm.__version__},
+                })
+            _save_weights(weights, last_path, epoch + 1)
+            tmp = state_path.with_suffix(".tmp")
+            torch.save({
+                "config": cfg, "optimizer": optimizer.state_dict(), "history": history,
+                "epochs_completed": epoch + 1, "best_epoch": best_epoch,
+                "best_val_macro_f1": None if best_epoch is None else float(best_f1),
+            }, tmp)
+            os.replace(tmp, state_path)
+        accelerator.wait_for_everyone()
+
+        elapsed = time.perf_counter() - t_start
+        if budget_s is not None and epoch + 1 < cfg["epochs"] and elapsed + row["seconds"] > budget_s:
+            status = "time_budget"  # the next epoch would overrun the budget: stop at a clean boundary
+            accelerator.print(f"stopping after epoch {epoch + 1}: max_minutes={cfg['max_minutes']} reached")
+            break
+
+    return TrainResult(
+        out_dir=out_dir, status=status, epochs_completed=len(history), history=history,
+        best_epoch=best_epoch, best_val_macro_f1=None if best_epoch is None else float(best_f1),
+        best_path=best_path if best_path.exists() else None, last_path=last_path if last_path.exists() else None,
+        config_path=config_path if config_path.exists() else None,
+        n_train=len(train_idx), n_val=len(val_idx), rejects=rejects,
+    )
+
+
+def load_trained(out_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(model in eval mode, config.json contents) from a ``train_classifier`` output folder."""
+    out_dir = Path(out_dir)
+    info = json.loads((out_dir / "config.json").read_text())
+    cfg = info["config"]
+    model = build_model(cfg["model_name"], len(info["classes"]), cfg["in_chans"], None, 0.0, **cfg["model_kwargs"])
+    model.load_state_dict(load_file(str(out_dir / f"{which}.safetensors")))
+    return model.eval(), info
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI for ``accelerate launch -m cag_utils.cnn.train --frames F --table T --out-dir D``."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", required=True, help="frames.npy (uint8, N x H x W), memory-mapped")
+    ap.add_argument("--table", required=True, help="frame table (.parquet or .csv)")
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--config", help="JSON file with training config keys")
+    ap.add_argument("--paper", action="store_true", help="start from PAPER_CONFIG instead of DEFAULT_CONFIG")
+    ap.add_argument("--no-resume", action="store_true")
+    args = ap.parse_args(argv)
+    cfg = dict(PAPER_CONFIG) if args.paper else {}
+    if args.config:
+        cfg.update(json.loads(Path(args.config).read_text()))
+    frames = np.load(args.frames, mmap_mode="r")
+    table = pd.read_parquet(args.table) if args.table.endswith(".parquet") else pd.read_csv(args.table)
+    result = train_classifier(frames, table, cfg, args.out_dir, resume=not args.no_resume)
+    summary = {k: v for k, v in asdict(result).items() if k not in ("history", "rejects")}
+    print(json.dumps({**summary, "n_rejected": len(result.rejects)}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Stage 1 data: locate the exams (synthetic or real), ingest both cohorts, split, save.
+
+`data_source: synthetic` generates the cohort into data/work/<profile>/raw (cached by its
+settings); `data_source: dicom_dir` reads a real export (README data card). Both go
+through the same loader (`cag_utils.ingest`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cag_utils import ingest
+from cag_utils.config import REPO_ROOT, work_dir
+from cag_utils.splits import patient_split
+from cag_utils.synth.cohort import generate_cohort
+
+COHORTS = ("annotation", "independent")
+
+
+def source_paths(cfg: dict[str, Any], progress: bool = True) -> tuple[Path, Path | None, Path | None]:
+    """(exam root, labels CSV, reports JSONL) for the profile's data source."""
+    if cfg["data_source"] == "synthetic":
+        raw = generate_cohort(work_dir(cfg["profile"]) / "raw", cfg, workers=cfg["num_workers"],
+                              progress=progress)
+        return raw, raw / "labels.csv", raw / "reports.jsonl"
+    if cfg["data_source"] == "dicom_dir":
+        if not cfg["dicom_dir"]:
+            raise ValueError("data_source is 'dicom_dir' but parameter 'dicom_dir' is empty")
+        root = (REPO_ROOT / cfg["dicom_dir"]).resolve()
+        if not root.is_dir():
+            raise FileNotFoundError(f"parameter 'dicom_dir': folder {root} does not exist")
+        opt = lambda key: (REPO_ROOT / cfg[key]).resolve() if cfg[key] else None  # noqa: E731
+        return root, opt("labels_csv"), opt("reports_jsonl")
+    raise ValueError(f"parameter 'data_source' must be 'synthetic' or 'dicom_dir', got {cfg['data_source']!r}")
+
+
+def sampling_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"min_gap": cfg["sampling_min_gap"], "smooth": cfg["sampling_smooth"],
+            "prominence": cfg["sampling_prominence"]}
+
+
+def build_dataset(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Ingest both cohorts, add patient splits (annotation cohort) and save under data/work."""
+    root, labels_csv, reports_jsonl = source_paths(cfg, progress)
+    labels = ingest.read_labels(labels_csv)
+    out: dict[str, Any] = {}
+    for cohort in COHORTS:
+        res = ingest.ingest_cohort(root, cohort, labels, cfg["deid_salt"], sampling_kwargs(cfg),
+                                   workers=cfg["num_workers"], progress=progress)
+        table = res["table"]
+        if len(table):
+            table["split"] = (patient_split(table["patient_id"], tuple(cfg["split_fractions"]), cfg["seed"])
+                              if cohort == "annotation" else cohort)
+        res["reports"] = ingest.read_reports(reports_jsonl, res.pop("exam_ids"))
+        ingest.save_dataset(dataset_dir(cfg, cohort), res["frames"],
+                            {"frames": table, "runs": res["runs"], "reports": res["reports"], "rejects": res["rejects"]})
+        out[cohort] = res
+    return out
+
+
+def dataset_dir(cfg: dict[str, Any], cohort: str) -> Path:
+    return work_dir(cfg["profile"]) / "processed" / cohort
+
+
+def cohort_table(data: dict[str, Any]) -> pd.DataFrame:
+    """Patients, exams, runs, raw frames and sampled frames per cohort."""
+    rows = []
+    for cohort, res in data.items():
+        t, r = res["table"], res["runs"]
+        rows.append({"cohort": cohort, "patients": t["patient_id"].nunique() if len(t) else 0,
+                     "exams": r["exam_id"].nunique() if len(r) else 0, "runs": len(r),
+                     "frames": int(r["n_frames"].sum()) if len(r) else 0, "sampled_frames": len(t),
+                     "sampled_per_exam": round(len(t) / max(r["exam_id"].nunique(), 1), 1) if len(r) else 0.0,
+                     "rejected_files": len(res["rejects"])})
+    return pd.DataFrame(rows).set_index("cohort")

@@ -1,0 +1,1 @@
+"""Synthetic coronary angiography exams: lesions, images and the clinical text that goes with them."""

@@ -1,0 +1,173 @@
+"""Generate a synthetic angiography cohort on disk, laid out like a real data export.
+
+    raw/annotation/<exam folder>/run_NN.dcm   exams whose frames are labelled (paper: 539)
+    raw/independent/<exam folder>/run_NN.dcm  exams for key-frame extraction (paper: 243)
+    raw/labels.csv      file, frame, laterality, key_frame_category (+ simulated state)
+    raw/reports.jsonl   one object per exam: exam folder, reports (ja/en), plan, lesions
+    raw/cohort.json     generator settings; a cohort with the same settings is reused
+
+Headers carry PHI-like values (fake names, IDs, birth and study dates; folder names are
+built from them) that the loader must remove. Exams are generated in parallel processes,
+one SeedSequence child per exam, so the cohort does not depend on the number of workers;
+each worker writes its exam and returns only labels and reports (memory stays flat).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.uid import generate_uid
+from tqdm.auto import tqdm
+
+from cag_utils.dicom import write_xa
+from cag_utils.synth import anatomy, imaging
+from cag_utils.synth.reports import make_reports, sample_clinical_facts
+
+GENERATOR_VERSION = 3  # bump when the image model changes, so cached cohorts are rebuilt
+GENERATOR_KEYS = ("seed", "n_annotation_exams", "n_independent_exams", "image_size", "frame_rate",
+                  "run_seconds", "bits_stored", "transfer_syntax", "low_dose_fraction",
+                  "annotator_noise")
+_SURNAMES = ["SATO", "SUZUKI", "TAKAHASHI", "TANAKA", "WATANABE", "ITO", "YAMAMOTO", "NAKAMURA",
+             "KOBAYASHI", "KATO", "YOSHIDA", "YAMADA", "SASAKI", "YAMAGUCHI", "MATSUMOTO"]
+_GIVEN = {"M": ["TARO", "HIROSHI", "KENJI", "MAKOTO", "TAKESHI", "OSAMU", "YUTAKA", "SHIGERU"],
+          "F": ["HANAKO", "YOKO", "KEIKO", "MICHIKO", "SACHIKO", "NAOMI", "AKEMI", "KAZUKO"]}
+
+
+@dataclass(frozen=True)
+class ExamTask:
+    cohort: str
+    index: int
+    patient: dict[str, Any]
+    seed: tuple[int, ...]           # SeedSequence entropy + spawn key of this exam
+    settings: dict[str, Any]
+
+
+def generator_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"generator_version": GENERATOR_VERSION, **{k: cfg[k] for k in GENERATOR_KEYS}}
+
+
+def cohort_is_current(raw_dir: Path, cfg: dict[str, Any]) -> bool:
+    meta = raw_dir / "cohort.json"
+    return meta.is_file() and json.loads(meta.read_text())["settings"] == json.loads(
+        json.dumps(generator_settings(cfg)))
+
+
+def _patients(rng: np.random.Generator, n_exams: int, prefix: int) -> list[dict[str, Any]]:
+    """One patient record per exam; about 15 % of patients come back for a second exam."""
+    out: list[dict[str, Any]] = []
+    while len(out) < n_exams:
+        sex = "M" if rng.random() < 0.7 else "F"
+        birth = date(1935, 1, 1) + timedelta(days=int(rng.integers(0, 365 * 45)))
+        patient = {
+            "PatientName": f"{rng.choice(_SURNAMES)}^{rng.choice(_GIVEN[sex])}",
+            "PatientID": f"{prefix}{int(rng.integers(10**6, 10**7))}",
+            "PatientBirthDate": birth.strftime("%Y%m%d"), "PatientSex": sex,
+            "anatomy_seed": int(rng.integers(2**31)),
+        }
+        visits = 2 if rng.random() < 0.15 else 1
+        first = date(2015, 1, 1) + timedelta(days=int(rng.integers(0, 365 * 8)))
+        for v in range(min(visits, n_exams - len(out))):
+            study = first + timedelta(days=v * int(rng.integers(180, 900)))
+            age = (study - birth).days // 365
+            out.append({**patient, "StudyDate": study.strftime("%Y%m%d"), "PatientAge": f"{age:03d}Y",
+                        "AccessionNumber": f"A{int(rng.integers(10**8, 10**9))}", "visit": v})
+    return out
+
+
+def _exam_folder(p: dict[str, Any]) -> str:
+    # Real exports often name folders after the patient ID and date: PHI the loader must drop.
+    return f"{p['PatientID']}_{p['StudyDate']}"
+
+
+def _generate_exam(task: ExamTask) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Render and write all runs of one exam; return its label rows and report record."""
+    s, p = task.settings, task.patient
+    rng = np.random.default_rng(np.random.SeedSequence(task.seed[0], spawn_key=task.seed[1:]))
+    anat_rng = np.random.default_rng(p["anatomy_seed"])  # same heart for both visits
+    female = p["PatientSex"] == "F"
+    dominance = anatomy.sample_dominance(anat_rng)
+    geometry = anatomy.sample_geometry(anat_rng, female)
+    lesions = anatomy.sample_lesions(rng, dominance)
+    facts = sample_clinical_facts(rng, lesions, dominance)
+    facts = type(facts)(**{**facts.__dict__, "age": int(p["PatientAge"][:3]), "sex": p["PatientSex"]})
+    reports = make_reports(facts, rng)
+    folder = Path(task.cohort) / _exam_folder(p)
+    out_dir = Path(s["raw_dir"]) / folder
+    out_dir.mkdir(parents=True, exist_ok=True)
+    uid_root = f"{s['seed']}-{task.cohort}-{task.index}"
+    study_uid = generate_uid(entropy_srcs=[uid_root, "study"])
+    header = {k: p[k] for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+                                "StudyDate", "AccessionNumber")}
+    header.update(StudyTime="093000", StudyInstanceUID=study_uid, InstitutionName="SYNTHETIC HEART CENTER",
+                  ReferringPhysicianName="DOCTOR^REFERRING", OperatorsName="TECH^OPERATOR",
+                  StudyDescription="CORONARY ANGIOGRAPHY", StudyID="1")
+    heart_rate = float(rng.uniform(0.95, 1.45))
+    trees = {lat: anatomy.build_tree(lat, dominance, lesions, rng, spacing=0.25, female=female,
+                                     geometry=geometry) for lat in ("LCA", "RCA")}
+    n_lca, n_rca = int(rng.integers(4, 7)), int(rng.integers(2, 4))
+    views = [("LCA", v) for v in rng.permutation(imaging.LCA_VIEWS)[:n_lca]] + \
+            [("RCA", v) for v in rng.permutation(imaging.RCA_VIEWS)[:n_rca]]
+    rows: list[dict[str, Any]] = []
+    for r, (lat, view) in enumerate(views):
+        spec = imaging.sample_run_spec(rng, lat, tuple(view), s["frame_rate"], tuple(s["run_seconds"]),
+                                       s["low_dose_fraction"], heart_rate)
+        frames, truth = imaging.render_run(trees[lat], spec, s["image_size"], s["bits_stored"], rng)
+        name = f"run_{r + 1:02d}.dcm"
+        write_xa(out_dir / name, frames, bits_stored=s["bits_stored"], frame_time_ms=1000 / spec.frame_rate,
+                 primary_angle=round(spec.primary_angle, 1), secondary_angle=round(spec.secondary_angle, 1),
+                 transfer_syntax=s["transfer_syntax"],
+                 header={**header, "SeriesNumber": r + 1, "InstanceNumber": 1,
+                         "SeriesInstanceUID": generate_uid(entropy_srcs=[uid_root, str(r), "series"]),
+                         "SOPInstanceUID": generate_uid(entropy_srcs=[uid_root, str(r), "sop"])})
+        noisy = rng.random(spec.n_frames) < s["annotator_noise"]
+        for k in range(spec.n_frames):
+            category = str(truth["key_frame_category"][k])
+            label = str(rng.choice(["better", "bad", "others"])) if noisy[k] else category
+            rows.append({"file": f"{folder.as_posix()}/{name}", "frame": k, "laterality": lat,
+                         "key_frame_category": label, "true_key_frame_category": category,
+                         "fill": round(float(truth["fill"][k]), 4), "blur_mm": round(float(truth["blur_mm"][k]), 4),
+                         "cnr": round(float(truth["cnr"][k]), 3), "low_dose": int(spec.low_dose)})
+    record = {"exam": folder.as_posix(), "cohort": task.cohort, "dominance": dominance,
+              "lesions": "; ".join(f"#{l.segment} {l.percent}%" for l in lesions), **reports}
+    return rows, record
+
+
+def generate_cohort(raw_dir: str | Path, cfg: dict[str, Any], workers: int = 1, force: bool = False,
+                    progress: bool = True) -> Path:
+    """Write the cohort described by `cfg` (a data-stage config) under raw_dir; reuse a current one."""
+    raw_dir = Path(raw_dir)
+    if not force and cohort_is_current(raw_dir, cfg):
+        return raw_dir
+    if raw_dir.exists():
+        shutil.rmtree(raw_dir)
+    raw_dir.mkdir(parents=True)
+    settings = {**generator_settings(cfg), "raw_dir": str(raw_dir)}
+    root = np.random.SeedSequence(cfg["seed"])
+    tasks: list[ExamTask] = []
+    for c, (cohort, n) in enumerate((("annotation", cfg["n_annotation_exams"]),
+                                     ("independent", cfg["n_independent_exams"]))):
+        patients = _patients(np.random.default_rng([cfg["seed"], c]), n, prefix=c + 1)
+        tasks += [ExamTask(cohort, i, p, (root.entropy, c, i), settings) for i, p in enumerate(patients)]
+    labels_path, reports_path = raw_dir / "labels.csv", raw_dir / "reports.jsonl"
+    with labels_path.open("w", newline="") as lf, reports_path.open("w", encoding="utf-8") as rf, \
+            ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
+        writer = None
+        for rows, record in tqdm(pool.map(_generate_exam, tasks, chunksize=1), total=len(tasks),
+                                 desc="generating exams", disable=not progress):
+            if writer is None:
+                writer = csv.DictWriter(lf, fieldnames=list(rows[0]))
+                writer.writeheader()
+            writer.writerows(rows)
+            rf.write(json.dumps(record, ensure_ascii=False) + "\n")
+    meta = {"settings": generator_settings(cfg), "n_exams": len(tasks),
+            "fingerprint": hashlib.sha256(labels_path.read_bytes()).hexdigest()[:16]}
+    (raw_dir / "cohort.json").write_text(json.dumps(meta, indent=2))
+    return raw_dir
