@@ -137,9 +137,11 @@ def ingest_cohort(root: str | Path, cohort: str, labels: pd.DataFrame, salt: str
     frames = np.concatenate(frames_list) if frames_list else np.zeros((0, 0, 0), np.uint8)
     table = pd.DataFrame([r for o in outputs for r in o.rows])
     if len(table):
-        labelled = table["laterality"].notna() if "laterality" in table else pd.Series(False, index=table.index)
-        table["label"] = [class_index(l, k) if ok else -1 for l, k, ok in
-                          zip(table.get("laterality"), table.get("key_frame_category"), labelled)]
+        for col in LABEL_COLUMNS:  # unlabelled exams (e.g. real independent exams) keep empty labels
+            if col not in table:
+                table[col] = None
+        table["label"] = [class_index(l, k) if isinstance(l, str) and isinstance(k, str) else -1
+                          for l, k in zip(table["laterality"], table["key_frame_category"])]
         table.insert(0, "frame_uid", [f"{r}-F{i:03d}" for r, i in zip(table["run_id"], table["frame_index"])])
     rejects = pd.DataFrame([r for o in outputs for r in o.rejects],
                            columns=["exam_id", "file_number", "error", "reason"])

@@ -1,0 +1,130 @@
+"""The synthetic cohort on disk, its ingest, de-identification and non-triviality."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from cag_utils import baselines, ingest
+from cag_utils.dataset import sampling_kwargs
+from cag_utils.synth.cohort import cohort_is_current, generate_cohort
+
+pytestmark = pytest.mark.slow
+SALT = "test-salt"
+
+
+@pytest.fixture(scope="module")
+def ingested(small_cohort, small_cfg):
+    labels = ingest.read_labels(small_cohort / "labels.csv")
+    out = {c: ingest.ingest_cohort(small_cohort, c, labels, SALT, sampling_kwargs(small_cfg), workers=2,
+                                   progress=False) for c in ("annotation", "independent")}
+    return out
+
+
+def test_files_are_real_multiframe_xa_with_phi(small_cohort):
+    path = sorted(small_cohort.glob("annotation/*/*.dcm"))[0]
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert ds.SOPClassUID == pydicom.uid.XRayAngiographicImageStorage and ds.Modality == "XA"
+    assert int(ds.NumberOfFrames) > 10 and float(ds.FrameTime) > 0
+    assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.BitsStored == 10
+    assert "^" in str(ds.PatientName) and len(ds.PatientBirthDate) == 8  # PHI-like values present
+    assert path.parent.name.startswith(str(ds.PatientID))
+
+
+def test_cohort_counts_runs_and_reports(small_cohort, small_cfg):
+    exams = sorted(p for p in (small_cohort / "annotation").iterdir())
+    assert len(exams) == small_cfg["n_annotation_exams"]
+    for exam in exams:
+        assert 6 <= len(list(exam.glob("*.dcm"))) <= 9  # 4-6 LCA + 2-3 RCA runs
+    reports = [json.loads(line) for line in (small_cohort / "reports.jsonl").read_text().splitlines()]
+    assert len(reports) == small_cfg["n_annotation_exams"] + small_cfg["n_independent_exams"]
+    for r in reports:
+        for lesion in filter(None, r["lesions"].split("; ")):
+            assert lesion.replace("%", "") .split()[0] in r["treatment_summary_en"]
+
+
+def test_generation_is_reused_and_reproducible(small_cohort, small_cfg, tmp_path):
+    assert cohort_is_current(small_cohort, small_cfg)
+    cfg = {**small_cfg, "n_annotation_exams": 2, "n_independent_exams": 1}
+    a = generate_cohort(tmp_path / "a", cfg, workers=1, progress=False)
+    b = generate_cohort(tmp_path / "b", cfg, workers=2, progress=False)  # worker count must not matter
+    assert (a / "labels.csv").read_bytes() == (b / "labels.csv").read_bytes()
+    fa, fb = sorted(a.rglob("*.dcm")), sorted(b.rglob("*.dcm"))
+    assert [f.relative_to(a) for f in fa] == [f.relative_to(b) for f in fb]
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(fa, fb))
+
+
+def test_every_key_frame_category_and_low_dose_runs_occur(small_cohort):
+    labels = pd.read_csv(small_cohort / "labels.csv")
+    assert set(labels["key_frame_category"]) == {"better", "bad", "others"}
+    assert set(labels["laterality"]) == {"LCA", "RCA"}
+    assert labels["low_dose"].any() and not labels["low_dose"].all()
+    # others = no contrast in the tree; better = filled, sharp, enough contrast-to-noise
+    assert labels.loc[labels.key_frame_category == "others", "fill"].max() < 0.15
+    assert labels.loc[labels.key_frame_category == "better", "fill"].min() >= 0.8
+
+
+def test_ingest_samples_and_labels_every_frame(ingested, small_cfg):
+    ann = ingested["annotation"]
+    table, frames = ann["table"], ann["frames"]
+    assert frames.dtype == np.uint8 and frames.shape == (len(table), 96, 96)
+    assert (table["label"] >= 0).all()
+    per_exam = len(table) / table["exam_id"].nunique()
+    assert 15 < per_exam < 45  # paper: 14,686 frames / 539 exams = 27.2
+    for _, run in ann["runs"].iterrows():
+        assert np.all(np.diff(run["sampled"]) >= small_cfg["sampling_min_gap"])
+
+
+def test_only_pseudonymous_ids_leave_the_loader(ingested, small_cohort, tmp_path):
+    """Write known PHI into headers and folder names (the generator does) and prove that none
+    of it appears in any output file of the ingest."""
+    phi: set[str] = set()
+    for path in small_cohort.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        phi |= {str(ds.PatientName), str(ds.PatientName).split("^")[0] + "^", ds.PatientID, ds.PatientBirthDate,
+                ds.StudyDate, ds.AccessionNumber, ds.StudyInstanceUID, ds.SOPInstanceUID, path.parent.name,
+                str(ds.InstitutionName)}
+    assert len(phi) > 20
+    for cohort, res in ingested.items():
+        out = ingest.save_dataset(tmp_path / cohort, res["frames"],
+                                  {"frames": res["table"], "runs": res["runs"], "rejects": res["rejects"],
+                                   "reports": ingest.read_reports(small_cohort / "reports.jsonl", res["exam_ids"])})
+        for f in out.iterdir():
+            text = f.read_bytes().decode("latin-1")
+            if f.suffix == ".parquet":  # compressed: search the decoded table too
+                text += pd.read_parquet(f).to_csv()
+            leaked = [s for s in phi if s in text]
+            assert not leaked, f"{f.name} leaks {leaked[:3]}"
+        assert res["table"]["patient_id"].str.match(r"^PT-[0-9a-f]{12}$").all()
+
+
+def test_bad_files_are_rejected_with_a_reason_not_a_crash(small_cohort, small_cfg, tmp_path):
+    import shutil
+
+    root = tmp_path / "export"
+    exam = sorted((small_cohort / "annotation").iterdir())[0]
+    shutil.copytree(exam, root / "annotation" / exam.name)
+    (root / "annotation" / exam.name / "run_99.dcm").write_text("not a dicom file")
+    good = sorted((root / "annotation" / exam.name).glob("run_0*.dcm"))[0]
+    data = good.read_bytes()
+    (root / "annotation" / exam.name / "run_98.dcm").write_bytes(data[: len(data) // 2])
+    res = ingest.ingest_cohort(root, "annotation", ingest.read_labels(None), SALT, sampling_kwargs(small_cfg),
+                               workers=1, progress=False)
+    assert len(res["rejects"]) == 2 and set(res["rejects"]["error"]) == {"NotDicomError", "TruncatedFileError"}
+    assert not res["rejects"].to_csv().count(exam.name)  # the folder name (PHI) is not in the reasons
+    assert len(res["table"]) > 0 and (res["table"]["label"] == -1).all()  # unlabelled, still sampled
+
+
+def test_laterality_is_not_separable_from_global_statistics(ingested):
+    ann = ingested["annotation"]
+    acc = baselines.laterality_from_global_stats(ann["frames"], ann["table"])
+    assert acc < 0.75, acc
+
+
+def test_key_frame_category_does_not_follow_from_frame_index(ingested):
+    table = ingested["annotation"]["table"]
+    acc = baselines.category_from_frame_index(table)
+    assert acc < 0.75, acc
