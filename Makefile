@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce test lab paper bench gpu-check clean
+.PHONY: help install reproduce test lab paper bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,9 +43,6 @@ paper: $(STAMP) ## Regenerate paper/generated/*.tex and build paper/main.pdf wit
 bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
 	$(PY) benchmarks/bench_data.py --out results/bench_data.json
 	$(PY) benchmarks/bench_cnn.py --out results/bench_cnn.json
-
-gpu-check: $(STAMP) ## On a GPU machine: paper-profile CNN steps at full size (throughput, peak memory) to OUT
-	$(PY) benchmarks/gpu_check.py --out $${OUT:-results/gpu}
 
 clean: ## Remove generated cohorts, checkpoints and caches (committed outputs stay)
 	rm -rf data/work .pytest_cache

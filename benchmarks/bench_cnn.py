@@ -6,7 +6,7 @@ frames). Weights are random (speed does not depend on them). Training speed is t
 few optimizer steps and scaled to one epoch of ``--epoch-frames-*`` frames; the paper
 estimate also multiplies by 200 epochs. Data-pipeline and contrast throughput are per core.
 
-    python benchmarks/bench_cnn.py --out results/bench_cnn.json   # ~2-3 minutes on 2 CPU cores
+    python benchmarks/bench_cnn.py --out results/bench_cnn.json   # ~1 min on 2 idle cores, ~2 loaded
 """
 from __future__ import annotations
 

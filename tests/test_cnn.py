@@ -193,10 +193,14 @@ def test_resume_continues_epoch_count_and_matches_uninterrupted_run(trained, dat
         train_classifier(frames, table, {**TRAIN_CFG, "model_name": "convnext_femto"}, tmp_path)
 
 
-def test_time_budget_and_no_data_are_reported(data, tmp_path):
+def test_time_budget_no_validation_and_no_data_are_reported(data, tmp_path):
     frames, table = data
     r = train_classifier(frames, table, {**TRAIN_CFG, "max_minutes": 1e-4}, tmp_path / "budget")
     assert r.status == "time_budget" and r.epochs_completed == 1 and r.best_path is not None
+    no_val = table.assign(split=table["split"].replace({"val": "train"}))
+    r = train_classifier(frames, no_val, {**TRAIN_CFG, "epochs": 2}, tmp_path / "noval")
+    assert r.best_epoch == 2 and np.isnan(r.best_val_macro_f1)  # no validation: best = last
+    assert json.loads((r.out_dir / "config.json").read_text())["best_val_macro_f1"] is None
     bad = frames.astype(np.float32)  # every frame rejected
     r = train_classifier(bad, table, TRAIN_CFG, tmp_path / "nodata")
     assert r.status == "no_data" and r.epochs_completed == 0 and len(r.rejects) == len(table)

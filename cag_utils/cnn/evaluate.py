@@ -115,6 +115,7 @@ def plot_confusion_matrix(
 def plot_training_curves(history: Sequence[Mapping[str, float]] | pd.DataFrame) -> Figure:
     """Loss (train/val) and validation macro-F1/accuracy per epoch."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     h = pd.DataFrame(history)
     fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -130,5 +131,7 @@ def plot_training_curves(history: Sequence[Mapping[str, float]] | pd.DataFrame) 
     ax_score.set_xlabel("epoch")
     ax_score.set_ylim(0, 1.02)
     ax_score.legend()
+    for ax in (ax_loss, ax_score):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig

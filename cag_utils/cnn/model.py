@@ -17,7 +17,12 @@ Grayscale. Angiograms have one channel. Two equivalent options:
   (``timm.models.adapt_input_conv``), which is exactly what the RGB network computes on a
   gray image repeated three times.
 * ``in_chans=3``: keep the RGB stem; the data pipeline repeats the gray channel
-  (``cag_utils.cnn.data.build_transform(in_chans=3)``). Costs a little compute, changes nothing.
+  (``cag_utils.cnn.data.build_transform(in_chans=3)``). Same function up to the small spread
+  of the ImageNet per-channel statistics; costs a little compute in the stem.
+
+A weights file is fetched by hand on a connected machine, e.g. ``model.safetensors`` of the
+Hugging Face repository ``timm/convnext_base.fb_in1k``, and its path given as
+``pretrained_file`` (the training config key of the same name).
 """
 from __future__ import annotations
 

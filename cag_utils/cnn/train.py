@@ -5,8 +5,10 @@ cross-entropy, TrivialAugmentWide. The paper names no input size, weight decay, 
 checkpoint rule; here: input 224, torch's AdamW defaults otherwise (weight decay 0.01),
 constant learning rate, best checkpoint by validation macro-F1.
 
-The loop is plain accelerate, so ``accelerate launch -m cag_utils.cnn.train ...`` runs the
-same code on several GPUs (data-parallel); on one CPU it is an ordinary loop.
+The loop is plain accelerate, so ``accelerate launch -m cag_utils.cnn --frames ...`` runs the
+same code on several GPUs (data-parallel; ``batch_size`` is per process, so the paper's
+128 is 4 x 32 on four GPUs); on one CPU it is an ordinary loop. (Checked on CPU with
+``torchrun --nproc_per_node 2 -m cag_utils.cnn ...`` and ``"cpu": true``: DDP over gloo.)
 
 Files in ``out_dir``:
   best.safetensors + config.json   weights with the best validation macro-F1, and the recipe
@@ -167,7 +169,9 @@ def train_classifier(
     """Train on ``split == 'train'`` rows, select on ``split == 'val'``; never reads test rows.
 
     With ``resume`` and a ``last_state.pt`` in ``out_dir``, training continues after the
-    last completed epoch up to ``cfg['epochs']`` (history and best checkpoint carry over).
+    last completed epoch up to ``cfg['epochs']`` (history and best checkpoint carry over);
+    the architecture keys must match the saved run, the others (epochs, lr, ...) may change.
+    Without validation frames the best checkpoint is the last one.
     """
     cfg = resolve_config(cfg)
     out_dir = Path(out_dir)
@@ -207,8 +211,8 @@ def train_classifier(
         model.load_state_dict(load_file(str(last_path)))
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch = list(state["history"]), int(state["epochs_completed"])
-        best_f1 = state["best_val_macro_f1"] if state["best_epoch"] is not None else -math.inf
         best_epoch = state["best_epoch"]
+        best_f1 = -math.inf if best_epoch is None else history[best_epoch - 1]["val_macro_f1"]
         accelerator.print(f"resuming {out_dir} after epoch {start_epoch}")
 
     mean, std = cfg["mean"], cfg["std"]
@@ -253,8 +257,8 @@ def train_classifier(
         epochs.set_postfix(loss=f"{row['train_loss']:.3f}", f1=f"{row['val_macro_f1']:.3f}")
 
         # With no validation frames every epoch counts as best, i.e. best = last.
-        f1 = row["val_macro_f1"] if not math.isnan(row["val_macro_f1"]) else math.inf
-        improved = f1 > best_f1
+        f1 = row["val_macro_f1"]
+        improved = math.isnan(f1) or f1 > best_f1
         if improved:
             best_f1, best_epoch = f1, epoch + 1
         weights = accelerator.get_state_dict(model)  # unwrapped (and gathered under FSDP/DeepSpeed)
@@ -263,7 +267,7 @@ def train_classifier(
                 _save_weights(weights, best_path, best_epoch)
                 _write_json(config_path, {
                     "config": cfg, "classes": list(CLASSES), "mean": list(mean), "std": list(std),
-                    "best_epoch": best_epoch, "best_val_macro_f1": row["val_macro_f1"],
+                    "best_epoch": best_epoch, "best_val_macro_f1": None if math.isnan(f1) else f1,
                     "n_train": len(train_idx), "n_val": len(val_idx), "weights": best_path.name,
                     "versions": {"torch": torch.__version__, "timm": timm.__version__},
                 })
@@ -272,7 +276,6 @@ def train_classifier(
             torch.save({
                 "config": cfg, "optimizer": optimizer.state_dict(), "history": history,
                 "epochs_completed": epoch + 1, "best_epoch": best_epoch,
-                "best_val_macro_f1": None if best_epoch is None else float(best_f1),
             }, tmp)
             os.replace(tmp, state_path)
         accelerator.wait_for_everyone()
@@ -286,6 +289,7 @@ def train_classifier(
     return TrainResult(
         out_dir=out_dir, status=status, epochs_completed=len(history), history=history,
         best_epoch=best_epoch, best_val_macro_f1=None if best_epoch is None else float(best_f1),
+        # (NaN when there were no validation frames)
         best_path=best_path if best_path.exists() else None, last_path=last_path if last_path.exists() else None,
         config_path=config_path if config_path.exists() else None,
         n_train=len(train_idx), n_val=len(val_idx), rejects=rejects,
@@ -303,7 +307,7 @@ def load_trained(out_dir: str | Path, which: str = "best") -> tuple[torch.nn.Mod
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI for ``accelerate launch -m cag_utils.cnn.train --frames F --table T --out-dir D``."""
+    """CLI: ``[accelerate launch] -m cag_utils.cnn --frames F --table T --out-dir D [--config C]``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", required=True, help="frames.npy (uint8, N x H x W), memory-mapped")
     ap.add_argument("--table", required=True, help="frame table (.parquet or .csv)")
@@ -318,8 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     frames = np.load(args.frames, mmap_mode="r")
     table = pd.read_parquet(args.table) if args.table.endswith(".parquet") else pd.read_csv(args.table)
     result = train_classifier(frames, table, cfg, args.out_dir, resume=not args.no_resume)
-    summary = {k: v for k, v in asdict(result).items() if k not in ("history", "rejects")}
-    print(json.dumps({**summary, "n_rejected": len(result.rejects)}, indent=2, default=str))
+    if PartialState().is_main_process:
+        summary = {k: v for k, v in asdict(result).items() if k not in ("history", "rejects")}
+        print(json.dumps({**summary, "n_rejected": len(result.rejects)}, indent=2, default=str))
 
 
 if __name__ == "__main__":
