@@ -29,8 +29,6 @@ from cag_utils.labels import LATERALITIES, KEY_FRAME_CATEGORIES, class_index
 from cag_utils.sampling import intensity_curves, sample_frames
 
 LABEL_COLUMNS = ("laterality", "key_frame_category")
-# Simulated state the synthetic cohort adds to its labels (absent for real data).
-TRUTH_COLUMNS = ("true_key_frame_category", "fill", "blur_mm", "cnr", "low_dose")
 
 
 @dataclass

@@ -32,13 +32,14 @@ import nbformat
 import papermill as pm
 
 from cag_utils.config import (
-    DEFAULT_PROFILE, REPO_ROOT, ConfigError, key_sections, load_profile, output_subdir,
+    DEFAULT_PROFILE, REPO_ROOT, ConfigError, output_root, key_sections, load_profile, output_subdir,
     parse_override, profile_path, validate_overrides,
 )
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-RESULTS_ROOT = REPO_ROOT / "results"
-WORK_ROOT = REPO_ROOT / "data" / "work"
+# Honour $CAG_OUTPUT_ROOT like the notebooks do (cag_utils.config.output_root).
+RESULTS_ROOT = output_root() / "results"
+WORK_ROOT = output_root() / "data" / "work"
 PACKAGE_DIR = REPO_ROOT / "cag_utils"
 STEP_PATTERN = re.compile(r"^(\d+)_.+\.ipynb$")
 # Cells papermill adds itself: not part of a notebook's source.
