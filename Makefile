@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce test lab paper bench clean
+.PHONY: help install reproduce test lab paper bench gpu-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,10 @@ paper: $(STAMP) ## Regenerate paper/generated/*.tex and build paper/main.pdf wit
 bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
 	$(PY) benchmarks/bench_data.py --out results/bench_data.json
 	$(PY) benchmarks/bench_cnn.py --out results/bench_cnn.json
+
+# No venv needed: the GPU machine has torch, timm, accelerate; writes $$OUT/gpu_check.json (else results/).
+gpu-check: ## GPU check of the paper profile's training steps at full size (throughput, peak memory)
+	$(if $(wildcard $(PY)),$(PY),python3) benchmarks/gpu_check.py
 
 clean: ## Remove generated cohorts, checkpoints and caches (committed outputs stay)
 	rm -rf data/work .pytest_cache

@@ -1,7 +1,7 @@
 """Throughput of the stage-1 ConvNeXt on this machine: inference, training, data, contrast.
 
-Two profiles: the smoke model (convnext_atto, 128 px, what the CPU notebooks train) and the
-paper model (convnext_base, 224 px; the paper trains batch 128 for 200 epochs on ~14.7k
+Two profiles: the smoke model (the ``cnn`` section of configs/profiles/smoke.yaml: what the
+CPU notebooks train) and the paper model (convnext_base, 224 px; the paper trains batch 128 for 200 epochs on ~14.7k
 frames). Weights are random (speed does not depend on them). Training speed is timed over a
 few optimizer steps and scaled to one epoch of ``--epoch-frames-*`` frames; the paper
 estimate also multiplies by 200 epochs. Data-pipeline and contrast throughput are per core.
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from cag_utils.cnn.data import build_transform  # noqa: E402
 from cag_utils.cnn.model import build_model, count_parameters  # noqa: E402
+from cag_utils.config import load_config  # noqa: E402
 from cag_utils.contrast import vessel_contrast_batch  # noqa: E402
 
 
@@ -106,7 +107,8 @@ def main() -> None:
     ap.add_argument("--out", default="results/bench_cnn.json")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU runs)")
-    ap.add_argument("--epoch-frames-smoke", type=int, default=1500, help="train frames per smoke epoch")
+    ap.add_argument("--epoch-frames-smoke", type=int, default=None,
+                    help="train frames per smoke epoch (default: the train split of results/01_data.json)")
     # 70 % of the paper's 14,686 frames (its split sizes are not published)
     ap.add_argument("--epoch-frames-paper", type=int, default=10280)
     ap.add_argument("--paper-train-batch", type=int, default=None, help="default: 8 on CPU, 128 on GPU")
@@ -119,10 +121,16 @@ def main() -> None:
     dtype = torch.bfloat16 if args.bf16 else None
     torch.manual_seed(0)
     t_all = time.perf_counter()
+    smoke = load_config("smoke", "cnn")
+    if args.epoch_frames_smoke is None:
+        data_json = Path(__file__).resolve().parents[1] / "results" / "01_data.json"
+        args.epoch_frames_smoke = (json.loads(data_json.read_text())["results"]["split_counts"]["train"]
+                                   if data_json.is_file() else 1500)
+    smoke_kwargs = dict(smoke["cnn_model_kwargs"])
     profiles = {
         # name: model, input size, inference batch/batches, train batch/steps, epoch frames, epochs
-        "smoke": ("convnext_atto", 128, 64, 4 if not gpu else 20, 32, 6 if not gpu else 20,
-                  args.epoch_frames_smoke, 10),
+        "smoke": (smoke["cnn_model"], smoke["cnn_input_size"], 64, 4 if not gpu else 20, smoke["cnn_batch_size"],
+                  12 if not gpu else 20, args.epoch_frames_smoke, smoke["cnn_epochs"]),
         "paper": ("convnext_base", 224, 16 if not gpu else 128, 2 if not gpu else 10,
                   args.paper_train_batch or (8 if not gpu else 128), args.train_steps_paper if not gpu else 10,
                   args.epoch_frames_paper, 200),
@@ -134,7 +142,7 @@ def main() -> None:
         "autocast": "bf16" if dtype else "fp32", "weights": "random init", "in_chans": 1, "profiles": {},
     }
     for name, (model_name, size, ib, nb, tb, steps, epoch_frames, epochs) in profiles.items():
-        model = build_model(model_name, in_chans=1).to(device)
+        model = build_model(model_name, in_chans=1, **(smoke_kwargs if name == "smoke" else {})).to(device)
         res = {"model": model_name, "input_size": size, "parameters": count_parameters(model)}
         res["inference"] = bench_inference(model, size, ib, nb, device, dtype)
         res["training"] = bench_training(model, size, tb, steps, device, dtype, epoch_frames, epochs)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["low_contrast_mask", "se_diameter_for", "vessel_contrast", "vessel_contrast_batch"]
+__all__ = ["low_contrast_mask", "se_diameter_for", "vessel_contrast", "vessel_contrast_batch", "plot_contrast_distribution"]
 
 
 def se_diameter_for(width: int, fraction: float = 0.045) -> int:
@@ -180,3 +180,22 @@ def low_contrast_mask(values: Any, quantile: float = 0.25) -> np.ndarray:
     if not finite.any():
         return np.zeros(values.shape, dtype=bool)
     return finite & (values <= np.quantile(values[finite], quantile))
+
+
+def plot_contrast_distribution(values: Any, groups: Any, threshold: float | None = None) -> Any:
+    """Histogram of contrast scores, stacked by ``groups`` (e.g. key-frame category), with the cut-off."""
+    import matplotlib.pyplot as plt  # local imports: plotting libraries only load for figures
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame({"vessel contrast": np.asarray(values, dtype=float), "group": np.asarray(groups).astype(str)})
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    sns.histplot(df, x="vessel contrast", hue="group", hue_order=sorted(df["group"].unique()), multiple="stack",
+                 bins=30, ax=ax)
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="k", ls="--", lw=1)
+        ax.annotate("low-contrast subset", (threshold, ax.get_ylim()[1] * 0.95), ha="right", va="top",
+                    xytext=(-4, 0), textcoords="offset points", fontsize=8)
+    ax.set_ylabel("test frames")
+    fig.tight_layout()
+    return fig

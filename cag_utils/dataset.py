@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cag_utils import ingest
@@ -75,3 +76,14 @@ def cohort_table(data: dict[str, Any]) -> pd.DataFrame:
                      "sampled_per_exam": round(len(t) / max(r["exam_id"].nunique(), 1), 1) if len(r) else 0.0,
                      "rejected_files": len(res["rejects"])})
     return pd.DataFrame(rows).set_index("cohort")
+
+
+def load_annotation(cfg: dict[str, Any]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Sampled frames (memory-mapped) and table of the annotation cohort, as notebook 01 saved them."""
+    out_dir = dataset_dir(cfg, "annotation")
+    if not (out_dir / "frames.npy").is_file() or not (out_dir / "frames.parquet").is_file():
+        raise FileNotFoundError(
+            f"no processed annotation cohort for profile {cfg['profile']!r} under data/work; "
+            "run notebook 01 first (python -m cag_utils.pipeline --only 01_data)"
+        )
+    return ingest.load_dataset(out_dir)

@@ -21,6 +21,7 @@ import argparse
 import ast
 import hashlib
 import json
+import os
 import re
 import sys
 import time
@@ -40,6 +41,9 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 # Honour $CAG_OUTPUT_ROOT like the notebooks do (cag_utils.config.output_root).
 RESULTS_ROOT = output_root() / "results"
 WORK_ROOT = output_root() / "data" / "work"
+# Executed notebooks: in place (notebooks/, or notebooks/<profile>/) in the repository; under
+# $CAG_OUTPUT_ROOT/notebooks when that is set, so a run elsewhere never rewrites the committed ones.
+EXECUTED_ROOT = output_root() / "notebooks" if os.environ.get("CAG_OUTPUT_ROOT") else None
 PACKAGE_DIR = REPO_ROOT / "cag_utils"
 STEP_PATTERN = re.compile(r"^(\d+)_.+\.ipynb$")
 # Cells papermill adds itself: not part of a notebook's source.
@@ -265,7 +269,7 @@ def run_pipeline(
     force: bool = False, dry_run: bool = False, cell_timeout: int = 3600,
     notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path | None = None,
     results_root: Path = RESULTS_ROOT, work_root: Path = WORK_ROOT, package_dir: Path = PACKAGE_DIR,
-    kernel_name: str = "python3", log: Callable[[str], None] = print,
+    kernel_name: str = "python3", log: Callable[[str], None] = print, executed_root: Path | None = EXECUTED_ROOT,
 ) -> list[StepOutcome]:
     """Run (or with `dry_run`, only assess) the selected steps; ConfigError before any runs.
 
@@ -286,7 +290,7 @@ def run_pipeline(
                                  profiles_dir)
 
     results_dir = Path(results_root) / output_subdir(profile)
-    out_dir = notebooks_dir / output_subdir(profile)
+    out_dir = Path(executed_root or notebooks_dir) / output_subdir(profile)
     manifest_path = Path(work_root) / profile / "pipeline_manifest.json"
     manifest = _load_manifest(manifest_path)
     code = code_digests(package_dir)

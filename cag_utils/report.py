@@ -17,7 +17,8 @@ digit, each digit is spelled as a capitalised English word, and each word gets i
 letter upper-cased (the rest is kept). `01_data` + `n_exams` -> `\\DataNExams`;
 `02_cnn` + `test` / `laterality_f1` -> `\\CnnTestLateralityFOne`; `top10` -> `TopOneZero`.
 Two leaves giving one name is an error (rename a key). Lists longer than
-MAX_LIST_ITEMS and anything under `tables` get no macros.
+MAX_LIST_ITEMS and anything under `tables` or `series` (raw per-epoch or per-cell data kept
+for re-plotting, e.g. training histories and confusion matrices) get no macros.
 
 Values: ints with thousands separators (`14{,}686`); floats with three decimals
 (`0.961`), or three significant digits in scientific form when they would round to 0.000;
@@ -37,6 +38,7 @@ from cag_utils.config import DEFAULT_PROFILE, REPO_ROOT, output_subdir
 RESULTS_ROOT = REPO_ROOT / "results"
 GENERATED_ROOT = REPO_ROOT / "paper" / "generated"
 MAX_LIST_ITEMS = 12
+NO_MACRO_KEYS = frozenset({"tables", "series"})
 DIGITS = ("Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine")
 LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -100,7 +102,7 @@ def leaves(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ..
         yield path, obj
     elif isinstance(obj, dict):
         for key, value in obj.items():
-            if key != "tables":
+            if key not in NO_MACRO_KEYS:
                 yield from leaves(value, path + (str(key),))
     elif isinstance(obj, list) and len(obj) <= MAX_LIST_ITEMS:
         for i, value in enumerate(obj):

@@ -55,7 +55,7 @@ def repo(tmp_path: Path) -> dict:
     write_notebook(nbs / "02_second.ipynb", "b", {"label": 0}, [saving("02_second", results, "label")])
     log: list[str] = []
     kwargs = dict(notebooks_dir=nbs, profiles_dir=tmp_path / "profiles", results_root=results,
-                  work_root=tmp_path / "work", package_dir=tmp_path / "pkg", log=log.append)
+                  work_root=tmp_path / "work", package_dir=tmp_path / "pkg", log=log.append, executed_root=None)
     return {"root": tmp_path, "nbs": nbs, "results": results, "kwargs": kwargs, "log": log}
 
 
@@ -152,6 +152,15 @@ def test_other_profiles_write_to_a_subfolder(repo):
     assert (repo["results"] / "other" / "01_first.json").is_file()
     assert (repo["nbs"] / "01_first.ipynb").read_text() == before
     assert [s.name for s in pipeline.discover_steps(repo["nbs"])] == ["01_first", "02_second"]
+
+
+def test_executed_root_keeps_committed_notebooks(repo):
+    """With $CAG_OUTPUT_ROOT (executed_root) the default profile's notebooks are not rewritten in place."""
+    before = (repo["nbs"] / "01_first.ipynb").read_text()
+    kwargs = {**repo["kwargs"], "executed_root": repo["root"] / "elsewhere" / "notebooks"}
+    assert statuses(pipeline.run_pipeline("smoke", only=["01"], **kwargs)) == ["ok"]
+    assert (repo["root"] / "elsewhere" / "notebooks" / "01_first.ipynb").is_file()
+    assert (repo["nbs"] / "01_first.ipynb").read_text() == before
 
 
 def test_failure_names_notebook_and_cell_and_sets_results_aside(repo):

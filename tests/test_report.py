@@ -28,6 +28,7 @@ RESULTS = {
     "test": {"laterality_f1": 0.96123, "top10": 3, "low-contrast F1": 0.5},
     "split_fractions": [0.6, 0.2, 0.2],
     "curve": list(range(100)),
+    "series": {"history": [{"epoch": 1, "loss": 0.5}], "short": [1, 2]},
     "note": "50% of A&B_c",
     "tables": {"cohort": [{"split": "train_a", "n_exams": 1200, "share %": 0.5},
                           {"split": "R&D", "n_exams": 3, "share %": None}],
@@ -68,6 +69,7 @@ def test_generated_macros_are_letters_only_sorted_and_complete(tmp_path: Path):
     assert r"\newcommand{\DataSplitFractionsTwo}{0.200}" in text
     assert r"\newcommand{\DataNote}{50\% of A\&B\_c}" in text
     assert "Curve" not in text and "Cohort" not in text   # long lists and tables get no macros
+    assert "Series" not in text and "History" not in text  # nor raw series
     assert balanced(text)
 
 

@@ -82,7 +82,7 @@ def plot_gradcam_overlays(
     n = len(frames)
     ncols = max(1, min(ncols, n))
     nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.3 * nrows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -90,7 +90,7 @@ def plot_gradcam_overlays(
         ax.imshow(np.asarray(frames[i]), cmap="gray", vmin=0, vmax=255)
         ax.imshow(heatmaps[i], cmap="jet", alpha=alpha, vmin=0, vmax=1, **imshow_kwargs)
         if titles is not None:
-            ax.set_title(titles[i], fontsize=9)
+            ax.set_title(titles[i], fontsize=8)
         elif target_classes is not None:
             ax.set_title(CLASSES[int(target_classes[i])], fontsize=9)
     fig.tight_layout()

@@ -3,7 +3,9 @@
 Paper setting (``PAPER_CONFIG``): ConvNeXt-Base, AdamW, lr 1e-4, batch 128, 200 epochs,
 cross-entropy, TrivialAugmentWide. The paper names no input size, weight decay, schedule or
 checkpoint rule; here: input 224, torch's AdamW defaults otherwise (weight decay 0.01),
-constant learning rate, best checkpoint by validation macro-F1.
+constant learning rate, best checkpoint by validation macro-F1. ``lr_schedule="cosine"``
+(timm's ``CosineLRScheduler``, set per epoch, with ``warmup_epochs``) is what the small
+randomly initialised smoke model needs; the learning rate of each epoch is in the history.
 
 The loop is plain accelerate, so ``accelerate launch -m cag_utils.cnn --frames ...`` runs the
 same code on several GPUs (data-parallel; ``batch_size`` is per process, so the paper's
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import timm
+from timm.scheduler import CosineLRScheduler
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -59,6 +62,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "batch_size": 32,
     "eval_batch_size": None,  # None = 2 x batch_size
     "lr": 1e-4,
+    "lr_schedule": "constant",  # "constant" (the paper names none) | "cosine" (timm, per epoch)
+    "warmup_epochs": 0,  # linear warm-up from lr / 100 (cosine schedule only)
     "weight_decay": 0.01,  # torch AdamW default: the paper gives none
     "num_workers": 0,
     "seed": 0,
@@ -71,7 +76,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "mean": None,  # None = ImageNet statistics for in_chans (data.default_mean_std)
     "std": None,
     "cpu": False,  # force CPU even when a GPU is present
-    "progress": True,  # tqdm bars
+    "progress": True,  # tqdm bars: True (epochs and batches) | "epochs" (one bar; notebooks) | False
 }
 PAPER_CONFIG: dict[str, Any] = {
     **DEFAULT_CONFIG,
@@ -197,6 +202,8 @@ def train_classifier(
         **cfg["model_kwargs"],
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if cfg["lr_schedule"] not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {cfg['lr_schedule']!r}")
 
     history: list[dict[str, float]] = []
     best_f1, best_epoch, start_epoch = -math.inf, None, 0
@@ -231,6 +238,12 @@ def train_classifier(
         val_ds, batch_size=cfg["eval_batch_size"] or 2 * cfg["batch_size"], num_workers=cfg["num_workers"]
     )
     model, optimizer, train_dl, val_dl = accelerator.prepare(model, optimizer, train_dl, val_dl)
+    scheduler = None
+    if cfg["lr_schedule"] == "cosine":  # stateless in the epoch: step(epoch) sets that epoch's lr, so resume is exact
+        scheduler = CosineLRScheduler(
+            optimizer, t_initial=max(1, cfg["epochs"] - cfg["warmup_epochs"]), lr_min=cfg["lr"] / 100, warmup_t=cfg["warmup_epochs"],
+            warmup_lr_init=cfg["lr"] / 100, warmup_prefix=True,
+        )
 
     status = "completed"
     budget_s = None if cfg["max_minutes"] is None else 60.0 * float(cfg["max_minutes"])
@@ -240,9 +253,11 @@ def train_classifier(
         epoch_seed = _epoch_seed(cfg["seed"], epoch)
         torch.manual_seed(epoch_seed)  # augmentation and drop-path draws
         generator.manual_seed(epoch_seed)  # shuffling order
+        if scheduler is not None:
+            scheduler.step(epoch)
         model.train()
         sums = torch.zeros(2, device=accelerator.device)  # (loss x n, n)
-        batches = tqdm(train_dl, desc=f"epoch {epoch + 1}", leave=False, disable=not (main and cfg["progress"]))
+        batches = tqdm(train_dl, desc=f"epoch {epoch + 1}", leave=False, disable=not (main and cfg["progress"] is True))
         for x, y in batches:
             logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg["label_smoothing"])
@@ -251,7 +266,8 @@ def train_classifier(
             optimizer.step()
             sums += torch.stack([loss.detach() * len(y), torch.tensor(float(len(y)), device=sums.device)])
         sums = accelerator.reduce(sums, reduction="sum")
-        row = {"epoch": epoch + 1, "train_loss": float(sums[0] / sums[1]), **_validate(model, val_dl, accelerator)}
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": float(sums[0] / sums[1])}
+        row.update(_validate(model, val_dl, accelerator))
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         epochs.set_postfix(loss=f"{row['train_loss']:.3f}", f1=f"{row['val_macro_f1']:.3f}")

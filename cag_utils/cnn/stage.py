@@ -1,0 +1,138 @@
+"""Glue between a profile's ``cnn`` section and ``cag_utils.cnn``: config, checkpoint folder, evaluation.
+
+Profile keys are prefixed ``cnn_`` (keys are unique across profile sections); ``train_config``
+maps them onto the training config of ``cag_utils.cnn.train`` (an empty
+``cnn_pretrained_file`` means random initialisation, ``cnn_max_minutes: 0`` no time budget; ``cnn_num_workers`` DataLoader processes).
+
+``checkpoint_dir`` names the checkpoint folder by a hash of the training config and of the
+labelled frames it sees (uid, label, split and pixels of every frame), so a rerun with the
+same inputs resumes (or finds finished) its own run, and any change starts a new one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cag_utils.cnn.evaluate import classification_metrics, predict
+from cag_utils.cnn.train import resolve_config
+
+__all__ = [
+    "PROFILE_KEYS", "checkpoint_dir", "evaluate_split", "f1_summary", "per_class_table", "pick_examples", "train_config",
+]
+
+# profile key -> training config key
+PROFILE_KEYS: dict[str, str] = {
+    "cnn_model": "model_name",
+    "cnn_model_kwargs": "model_kwargs",
+    "cnn_input_size": "input_size",
+    "cnn_in_chans": "in_chans",
+    "cnn_epochs": "epochs",
+    "cnn_batch_size": "batch_size",
+    "cnn_lr": "lr",
+    "cnn_lr_schedule": "lr_schedule",
+    "cnn_warmup_epochs": "warmup_epochs",
+    "cnn_weight_decay": "weight_decay",
+    "cnn_augment": "augment",
+    "cnn_label_smoothing": "label_smoothing",
+    "cnn_drop_path_rate": "drop_path_rate",
+    "cnn_mixed_precision": "mixed_precision",
+    "cnn_pretrained_file": "pretrained_file",
+    "cnn_max_minutes": "max_minutes",
+}
+
+
+def train_config(cfg: dict[str, Any], progress: bool | str = "epochs") -> dict[str, Any]:
+    """Training config of ``cag_utils.cnn.train`` from an effective stage config.
+
+    ``progress``: "epochs" (default: one bar, what a notebook wants), True (epochs and batches), False.
+    """
+    missing = sorted(set(PROFILE_KEYS) - set(cfg))
+    if missing:
+        raise KeyError(f"profile lacks cnn keys {missing}")
+    out = {PROFILE_KEYS[k]: cfg[k] for k in PROFILE_KEYS}
+    out["pretrained_file"] = out["pretrained_file"] or None
+    out["max_minutes"] = out["max_minutes"] or None
+    out["seed"] = int(cfg["seed"])
+    out["num_workers"] = int(cfg["cnn_num_workers"])
+    out["cpu"] = cfg.get("device", "auto") == "cpu"
+    out["progress"] = progress
+    return resolve_config(out)
+
+
+def _data_digest(frames: Any, table: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    cols = table[["frame_uid", "label", "split"]].astype(str)
+    h.update(pd.util.hash_pandas_object(cols, index=False).to_numpy().tobytes())
+    for i in range(len(table)):  # pixels too: a changed renderer must not reuse old weights
+        h.update(np.ascontiguousarray(frames[i]).tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_dir(root: str | Path, train_cfg: dict[str, Any], frames: Any, table: pd.DataFrame) -> Path:
+    """``root / <model>-<hash>``; the hash covers what changes the weights (not progress bars or the budget).
+
+    ``num_workers`` counts: augmentation draws come from the worker processes' generators when
+    there are workers, from the training process's otherwise, so the two give different runs.
+    """
+    keep = {k: v for k, v in train_cfg.items() if k not in ("progress", "max_minutes")}
+    h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
+    h.update(_data_digest(frames, table).encode())
+    return Path(root) / f"{train_cfg['model_name']}-{h.hexdigest()[:12]}"
+
+
+def evaluate_split(
+    model: torch.nn.Module,
+    info: dict[str, Any],
+    frames: Any,
+    table: pd.DataFrame,
+    split: str = "test",
+    subsets: dict[str, np.ndarray] | None = None,
+    batch_size: int = 64,
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Predictions of one split and metrics on it and on boolean ``subsets`` of its rows.
+
+    Returns (the split's rows with ``pred`` and ``prob_<class>`` columns, {"all": metrics,
+    subset name: metrics}); metrics as ``classification_metrics``.
+    """
+    rows = table[table["split"].astype(str) == split].copy()
+    idx = rows.index.to_numpy()
+    positions = table.index.get_indexer(idx)
+    probs = predict(model, frames, positions, info["config"]["input_size"], batch_size, info["mean"], info["std"])
+    rows["pred"] = probs.argmax(1) if len(probs) else np.zeros(0, dtype=int)
+    for j, name in enumerate(info["classes"]):
+        rows[f"prob_{name}"] = probs[:, j]
+    y, p = rows["label"].to_numpy(), rows["pred"].to_numpy()
+    metrics = {"all": classification_metrics(y, p)}
+    for name, mask in (subsets or {}).items():
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(rows),):
+            raise ValueError(f"subset {name!r} has shape {mask.shape}, expected ({len(rows)},)")
+        metrics[name] = classification_metrics(y[mask], p[mask])
+    return rows, metrics
+
+
+def f1_summary(metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per subset: n, accuracy, macro-F1 (6 classes), laterality F1, key-frame F1."""
+    cols = ["n", "accuracy", "macro_f1", "laterality_f1", "key_frame_f1"]
+    return pd.DataFrame({name: {c: m[c] for c in cols} for name, m in metrics.items()}).T[cols]
+
+
+def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class, from ``classification_metrics`` output."""
+    return pd.DataFrame(metrics["per_class"]).T[["precision", "recall", "f1", "support"]]
+
+
+def pick_examples(predictions: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
+    """Up to ``per_class`` rows of each true class, drawn with ``seed``, ordered by class."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for _, rows in predictions.groupby("label", sort=True):
+        take = rng.choice(len(rows), size=min(per_class, len(rows)), replace=False)
+        picked.append(rows.iloc[np.sort(take)])
+    return pd.concat(picked) if picked else predictions.iloc[:0]

@@ -1,0 +1,142 @@
+"""Profile -> training config, checkpoint folder naming, split evaluation, and the GPU-check script on CPU."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cag_utils.cnn.stage import (
+    PROFILE_KEYS, checkpoint_dir, evaluate_split, f1_summary, per_class_table, pick_examples, train_config,
+)
+from cag_utils.cnn.train import DEFAULT_CONFIG, train_classifier
+from cag_utils.config import load_config
+from cag_utils.labels import CLASSES
+from test_cnn import TRAIN_CFG, synthetic_set
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "paper"])
+def test_profiles_map_onto_training_config(profile):
+    cfg = load_config(profile, "cnn")
+    tc = train_config(cfg, progress=False)
+    assert set(PROFILE_KEYS) <= set(cfg)
+    assert set(PROFILE_KEYS.values()) <= set(DEFAULT_CONFIG)
+    assert tc["seed"] == cfg["seed"] and tc["model_name"] == cfg["cnn_model"]
+    assert tc["pretrained_file"] is None  # "" means random init
+    if profile == "paper":  # the paper's setting
+        assert (tc["model_name"], tc["lr"], tc["batch_size"], tc["epochs"]) == ("convnext_base", 1e-4, 128, 200)
+        assert tc["augment"] == "trivialaugment" and tc["max_minutes"] is None
+
+
+def test_train_config_names_missing_keys():
+    cfg = load_config("smoke", "cnn")
+    del cfg["cnn_lr"]
+    with pytest.raises(KeyError, match="cnn_lr"):
+        train_config(cfg)
+
+
+def test_checkpoint_dir_changes_with_config_and_data(tmp_path):
+    frames, table = synthetic_set(n_per_class=5)
+    tc = train_config(load_config("smoke", "cnn"), progress=False)
+    a = checkpoint_dir(tmp_path, tc, frames, table)
+    assert a == checkpoint_dir(tmp_path, {**tc, "progress": True, "max_minutes": 1}, frames, table)
+    assert a != checkpoint_dir(tmp_path, {**tc, "lr": tc["lr"] * 2}, frames, table)
+    assert a != checkpoint_dir(tmp_path, {**tc, "num_workers": tc["num_workers"] + 2}, frames, table)
+    other = frames.copy()
+    other[0, 0, 0] ^= 1
+    assert a != checkpoint_dir(tmp_path, tc, other, table)
+    assert a != checkpoint_dir(tmp_path, tc, frames, table.assign(split="train"))
+    assert a.parent == tmp_path and a.name.startswith(tc["model_name"])
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    frames, table = synthetic_set()
+    out = tmp_path_factory.mktemp("stage")
+    train_classifier(frames, table, {**TRAIN_CFG, "epochs": 6, "lr_schedule": "cosine", "warmup_epochs": 1}, out,
+                     resume=False)
+    return frames, table, out
+
+
+def test_evaluate_split_and_tables(trained_dir):
+    from cag_utils.cnn import load_trained
+
+    frames, table, out = trained_dir
+    model, info = load_trained(out)
+    n_test = int((table["split"] == "test").sum())
+    first_half = np.arange(n_test) < n_test // 2
+    rows, metrics = evaluate_split(model, info, frames, table, "test", {"half": first_half})
+    assert len(rows) == n_test and set(rows["split"]) == {"test"}
+    probs = rows[[f"prob_{c}" for c in CLASSES]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    assert (rows["pred"].to_numpy() == probs.argmax(1)).all()
+    assert metrics["all"]["n"] == n_test and metrics["half"]["n"] == n_test // 2
+    # the blocks are separable: a few epochs learn them
+    assert metrics["all"]["accuracy"] > 0.8
+    summary = f1_summary(metrics)
+    assert list(summary.index) == ["all", "half"] and summary.loc["all", "laterality_f1"] > 0.8
+    pc = per_class_table(metrics["all"])
+    assert list(pc.index) == list(CLASSES) and pc["support"].sum() == n_test
+    with pytest.raises(ValueError, match="subset 'bad'"):
+        evaluate_split(model, info, frames, table, "test", {"bad": np.ones(3, bool)})
+
+
+def test_cosine_schedule_is_recorded(trained_dir):
+    _, _, out = trained_dir
+    import torch
+
+    lrs = [row["lr"] for row in torch.load(out / "last_state.pt", weights_only=True)["history"]]
+    assert lrs[0] == pytest.approx(TRAIN_CFG["lr"] / 100)  # warm-up start
+    assert lrs[1] == pytest.approx(TRAIN_CFG["lr"])  # peak after one warm-up epoch
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:]))  # then decays
+
+
+def test_pick_examples_is_seeded_and_capped():
+    df = pd.DataFrame({"label": [0] * 5 + [1] * 1 + [3] * 4, "pred": 0})
+    a, b = pick_examples(df, 2, seed=1), pick_examples(df, 2, seed=1)
+    assert a.index.tolist() == b.index.tolist()
+    assert a["label"].value_counts().to_dict() == {0: 2, 1: 1, 3: 2}
+
+
+def test_gpu_check_runs_on_cpu(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "gpu_check.json"
+    res = gpu_check.main(["--out", str(out), "--device", "cpu", "--model", "convnext_atto", "--size", "64",
+                          "--batch", "4", "--steps", "1", "--infer-batch", "4", "--library-frames", "24",
+                          "--workers", "0", "--epoch-frames", "100", "--epochs", "2"])
+    saved = json.loads(out.read_text())
+    assert saved["cnn_training"]["frames_per_s"] > 0 and saved["cnn_training"]["peak_memory_gib"] is None
+    assert saved["cnn_training"]["hours_for_epochs"] == pytest.approx(
+        100 / saved["cnn_training"]["frames_per_s"] * 2 / 3600)
+    assert saved["cnn_library_epoch"]["status"] == "completed" and saved["cnn_library_epoch"]["n_train"] == 21
+    assert res["device"].startswith("cpu")
+
+
+def test_load_annotation_says_to_run_notebook_01(tmp_path, monkeypatch):
+    from cag_utils.dataset import load_annotation
+
+    monkeypatch.setenv("CAG_OUTPUT_ROOT", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="run notebook 01 first"):
+        load_annotation({"profile": "smoke"})
+
+
+def test_contrast_distribution_marks_the_cut_off():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cag_utils.contrast import plot_contrast_distribution
+
+    values = np.linspace(0, 1, 40)
+    fig = plot_contrast_distribution(values, ["others"] * 20 + ["better"] * 20, threshold=0.25)
+    ax = fig.axes[0]
+    assert [line.get_xdata()[0] for line in ax.get_lines()] == [0.25]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["better", "others"]
