@@ -28,16 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_cnn import bench_inference, bench_training  # noqa: E402  (same folder)
 from cag_utils.cnn.model import build_model, count_parameters  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _peak_reset(device: torch.device) -> None:
@@ -52,53 +48,20 @@ def _peak_gib(device: torch.device) -> float | None:
 
 def cnn_training(model_name: str, size: int, batch: int, steps: int, device: torch.device, bf16: bool,
                  epoch_frames: int, epochs: int) -> dict:
-    """Bare AdamW steps of the classifier: throughput and peak memory."""
+    """Bare AdamW steps of the classifier (bench_cnn's loop): throughput and peak memory."""
     _peak_reset(device)
-    model = build_model(model_name, in_chans=1).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x = torch.randn(batch, 1, size, size, device=device)
-    y = torch.randint(0, 6, (batch,), device=device)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(2):  # warm-up: allocator, cuDNN algorithm choice, AdamW state
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    dt = time.perf_counter() - t0
-    fps = batch * steps / dt
-    out = {
-        "model": model_name, "input_size": size, "parameters": count_parameters(model), "batch_size": batch,
-        "steps_timed": steps, "seconds_per_step": dt / steps, "frames_per_s": fps,
-        "epoch_frames": epoch_frames, "seconds_per_epoch": epoch_frames / fps,
-        "epochs": epochs, "hours_for_epochs": epoch_frames / fps * epochs / 3600, "peak_memory_gib": _peak_gib(device),
-    }
-    del model, opt
+    model = build_model(model_name, in_chans=1).to(device)
+    out = {"model": model_name, "input_size": size, "parameters": count_parameters(model),
+           **bench_training(model, size, batch, steps, device, torch.bfloat16 if bf16 else None, epoch_frames, epochs),
+           "peak_memory_gib": _peak_gib(device)}
+    del model
     return out
 
 
-@torch.no_grad()
 def cnn_inference(model_name: str, size: int, batch: int, batches: int, device: torch.device, bf16: bool) -> dict:
     _peak_reset(device)
-    model = build_model(model_name, in_chans=1).to(device).eval()
-    x = torch.randn(batch, 1, size, size, device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        model(x)
-        _sync(device)
-        t0 = time.perf_counter()
-        for _ in range(batches):
-            model(x)
-        _sync(device)
-    dt = time.perf_counter() - t0
-    out = {"batch_size": batch, "batches_timed": batches, "frames_per_s": batch * batches / dt,
+    model = build_model(model_name, in_chans=1).to(device)
+    out = {**bench_inference(model, size, batch, batches, device, torch.bfloat16 if bf16 else None),
            "peak_memory_gib": _peak_gib(device)}
     del model
     return out
