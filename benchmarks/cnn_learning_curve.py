@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("-p", dest="overrides", action="append", default=[], help="cnn key=value override")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    ap.add_argument("--val-fraction", type=float, default=1.0,
+                    help="share of the validation patients used for checkpoint selection (it runs every epoch)")
     ap.add_argument("--work-dir", default="/tmp/cnn_learning_curve")
     ap.add_argument("--out", default="results/cnn_learning_curve.json")
     ap.add_argument("--figure", default="figures/cnn_learning_curve", help="stem; .png and .pdf are written")
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     split = table["split"].to_numpy()
     test_idx = np.flatnonzero(split == "test")
     low = low_contrast_mask(vessel_contrast_batch(frames[test_idx]), cfg["cnn_low_contrast_quantile"])
+    if args.val_fraction < 1:  # a smaller validation set: same patients for every point
+        val_keep = nested_patient_subsets(table.loc[split == "val", "patient_id"].to_numpy(), [args.val_fraction],
+                                          cfg["seed"] + 1)[0]
+        split = np.where((split == "val") & ~table["patient_id"].isin(val_keep).to_numpy(), "unused", split)
     train_patients = table.loc[split == "train", "patient_id"].to_numpy()
     points = []
     for subset in nested_patient_subsets(train_patients, args.fractions, cfg["seed"]):
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         res = train_classifier(frames, sub, tc, out_dir, resume=False)
         model, info = load_trained(out_dir)
-        _, metrics = evaluate_split(model, info, frames, table, "test", {"low_contrast": low})
+        _, metrics = evaluate_split(model, info, frames, sub, "test", {"low_contrast": low})
         point = {
             "n_train_patients": int(len(subset)), "n_train_frames": int(res.n_train), "n_val_frames": int(res.n_val),
             "epochs": res.epochs_completed, "best_epoch": res.best_epoch, "status": res.status,
@@ -95,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
         points.append(point)
         record = {  # rewritten after every point: an interrupted run keeps what it measured
             "annotation_patients": int(table["patient_id"].nunique()), "n_test_frames": int(len(test_idx)),
-            "n_low_contrast_test_frames": int(low.sum()), "train_config": tc, "points": points,
+            "n_low_contrast_test_frames": int(low.sum()), "val_fraction": args.val_fraction,
+            "train_config": tc, "points": points,
             "provenance": {"git_sha": git_sha(), "versions": package_versions(), "device": describe_device()},
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -157,7 +157,8 @@ def test_training_learns_and_writes_checkpoints(trained, data):
     h = trained.history
     assert trained.status == "completed" and trained.epochs_completed == 3
     assert [r["epoch"] for r in h] == [1, 2, 3]
-    assert set(h[0]) == {"epoch", "train_loss", "val_loss", "val_macro_f1", "val_accuracy", "seconds"}
+    assert set(h[0]) == {"epoch", "lr", "train_loss", "val_loss", "val_macro_f1", "val_accuracy", "seconds"}
+    assert all(r["lr"] == TRAIN_CFG["lr"] for r in h)  # constant schedule (the default)
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert trained.best_val_macro_f1 > 0.5  # chance is ~1/6
     for name in ("best.safetensors", "config.json", "last.safetensors", "last_state.pt"):

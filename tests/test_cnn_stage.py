@@ -80,8 +80,9 @@ def test_evaluate_split_and_tables(trained_dir):
     assert metrics["all"]["accuracy"] > 0.8
     summary = f1_summary(metrics)
     assert list(summary.index) == ["all", "half"] and summary.loc["all", "laterality_f1"] > 0.8
+    assert summary["n"].dtype.kind == "i" and summary.loc["half", "n"] == n_test // 2
     pc = per_class_table(metrics["all"])
-    assert list(pc.index) == list(CLASSES) and pc["support"].sum() == n_test
+    assert list(pc.index) == list(CLASSES) and pc["support"].sum() == n_test and pc["support"].dtype.kind == "i"
     with pytest.raises(ValueError, match="subset 'bad'"):
         evaluate_split(model, info, frames, table, "test", {"bad": np.ones(3, bool)})
 
@@ -140,3 +141,18 @@ def test_contrast_distribution_marks_the_cut_off():
     ax = fig.axes[0]
     assert [line.get_xdata()[0] for line in ax.get_lines()] == [0.25]
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["better", "others"]
+
+
+def test_learning_curve_subsets_are_nested_and_seeded():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from cnn_learning_curve import nested_patient_subsets
+    finally:
+        sys.path.pop(0)
+    patients = np.repeat([f"p{i:02d}" for i in range(10)], 3)
+    subsets = nested_patient_subsets(patients, [1.0, 0.25, 0.5], seed=3)
+    assert [len(s) for s in subsets] == [3, 5, 10]
+    assert set(subsets[0]) <= set(subsets[1]) <= set(subsets[2]) == set(patients)
+    again = nested_patient_subsets(patients, [0.25, 0.5, 1.0], seed=3)
+    assert all((a == b).all() for a, b in zip(subsets, again))
+    assert not all((a == b).all() for a, b in zip(subsets, nested_patient_subsets(patients, [0.25, 0.5, 1], 4)))

@@ -120,12 +120,14 @@ def evaluate_split(
 def f1_summary(metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per subset: n, accuracy, macro-F1 (6 classes), laterality F1, key-frame F1."""
     cols = ["n", "accuracy", "macro_f1", "laterality_f1", "key_frame_f1"]
-    return pd.DataFrame({name: {c: m[c] for c in cols} for name, m in metrics.items()}).T[cols]
+    df = pd.DataFrame({name: {c: m[c] for c in cols} for name, m in metrics.items()}).T[cols].astype(float)
+    return df.astype({"n": int})
 
 
 def per_class_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """Precision, recall, F1 and support per class, from ``classification_metrics`` output."""
-    return pd.DataFrame(metrics["per_class"]).T[["precision", "recall", "f1", "support"]]
+    df = pd.DataFrame(metrics["per_class"]).T[["precision", "recall", "f1", "support"]].astype(float)
+    return df.astype({"support": int})
 
 
 def pick_examples(predictions: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:
