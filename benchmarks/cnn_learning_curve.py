@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work-dir", default="/tmp/cnn_learning_curve")
     ap.add_argument("--out", default="results/cnn_learning_curve.json")
     ap.add_argument("--figure", default="figures/cnn_learning_curve", help="stem; .png and .pdf are written")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from an existing --out file")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        write_figure(pd.DataFrame(json.loads(Path(args.out).read_text())["points"]), args.figure)
+        return
 
     cfg = load_config(args.profile, "cnn", dict(parse_override(o) for o in args.overrides))
     tc = train_config(cfg, progress=False)
@@ -107,15 +111,18 @@ def main(argv: list[str] | None = None) -> None:
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    df = pd.DataFrame(points)
+    write_figure(pd.DataFrame(points), args.figure)
+    print(f"wrote {args.out} and {args.figure}.png")
+
+
+def write_figure(points: pd.DataFrame, stem: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = plot_curve(df)
-    Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+    fig = plot_curve(points)
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
-        fig.savefig(f"{args.figure}.{ext}", dpi=150, metadata={"CreationDate": None} if ext == "pdf" else None)
-    print(f"wrote {args.out} and {args.figure}.png")
+        fig.savefig(f"{stem}.{ext}", dpi=150, metadata={"CreationDate": None} if ext == "pdf" else None)
 
 
 if __name__ == "__main__":
