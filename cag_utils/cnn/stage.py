@@ -44,6 +44,7 @@ PROFILE_KEYS: dict[str, str] = {
     "cnn_mixed_precision": "mixed_precision",
     "cnn_pretrained_file": "pretrained_file",
     "cnn_max_minutes": "max_minutes",
+    "cnn_num_workers": "num_workers",
 }
 
 
@@ -59,7 +60,6 @@ def train_config(cfg: dict[str, Any], progress: bool | str = "epochs") -> dict[s
     out["pretrained_file"] = out["pretrained_file"] or None
     out["max_minutes"] = out["max_minutes"] or None
     out["seed"] = int(cfg["seed"])
-    out["num_workers"] = int(cfg["cnn_num_workers"])
     out["cpu"] = cfg.get("device", "auto") == "cpu"
     out["progress"] = progress
     return resolve_config(out)
