@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce test lab paper bench gpu-check clean
+.PHONY: help install reproduce test lab paper bench variance gpu-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,7 +28,7 @@ reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU) and wr
 	$(PY) -m cag_utils.pipeline --profile $(PROFILE)
 	$(PY) -m cag_utils.report --profile $(PROFILE)
 
-test: $(STAMP) ## Unit tests of cag_utils and nbval on the committed notebooks
+test: $(STAMP) ## Unit tests, nbval re-execution of the notebooks (in a temporary folder) and the tolerance check
 	$(PY) -m pytest
 
 lab: $(STAMP) ## JupyterLab on the venv kernel
@@ -43,6 +43,9 @@ paper: $(STAMP) ## Regenerate paper/generated/*.tex and build paper/main.pdf wit
 bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
 	$(PY) benchmarks/bench_data.py --out results/bench_data.json
 	$(PY) benchmarks/bench_cnn.py --out results/bench_cnn.json
+
+variance: $(STAMP) ## Seed spread of the CNN (5 training seeds, after reproduce) -> results/variance_02_cnn.json
+	$(PY) benchmarks/seed_spread.py --profile $(PROFILE) --seeds 5
 
 # No venv needed: the GPU machine has torch, timm, accelerate; writes $$OUT/gpu_check.json (else results/).
 gpu-check: ## GPU check of the paper profile's training steps at full size (throughput, peak memory)

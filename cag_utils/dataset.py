@@ -3,9 +3,17 @@
 `data_source: synthetic` generates the cohort into data/work/<profile>/raw (cached by its
 settings); `data_source: dicom_dir` reads a real export (README data card). Both go
 through the same loader (`cag_utils.ingest`).
+
+The processed cohorts go to `data/work/<profile>/processed/<fingerprint>/<cohort>`, the
+fingerprint being a hash of the data settings, and notebook 01 records it in its results
+(`exact.dataset`). Later notebooks find their data through that record, so a run with other
+data settings (an override run, `runs/<name>/`) never replaces the data that the committed
+results were made from.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +21,14 @@ import numpy as np
 import pandas as pd
 
 from cag_utils import ingest
-from cag_utils.config import REPO_ROOT, work_dir
+from cag_utils.config import REPO_ROOT, results_dir, work_dir
 from cag_utils.splits import patient_split
-from cag_utils.synth.cohort import generate_cohort
+from cag_utils.synth.cohort import GENERATOR_KEYS, generate_cohort
 
 COHORTS = ("annotation", "independent")
+# Settings that change the processed cohorts (besides the generator's own keys).
+DATA_KEYS = GENERATOR_KEYS + ("data_source", "dicom_dir", "labels_csv", "reports_jsonl", "deid_salt",
+                              "sampling_min_gap", "sampling_smooth", "sampling_prominence", "split_fractions")
 
 
 def source_paths(cfg: dict[str, Any], progress: bool = True) -> tuple[Path, Path | None, Path | None]:
@@ -31,7 +42,7 @@ def source_paths(cfg: dict[str, Any], progress: bool = True) -> tuple[Path, Path
             raise ValueError("data_source is 'dicom_dir' but parameter 'dicom_dir' is empty")
         root = (REPO_ROOT / cfg["dicom_dir"]).resolve()
         if not root.is_dir():
-            raise FileNotFoundError(f"parameter 'dicom_dir': folder {root} does not exist")
+            raise FileNotFoundError(f"parameter 'dicom_dir': folder {cfg['dicom_dir']!r} does not exist")
         opt = lambda key: (REPO_ROOT / cfg[key]).resolve() if cfg[key] else None  # noqa: E731
         return root, opt("labels_csv"), opt("reports_jsonl")
     raise ValueError(f"parameter 'data_source' must be 'synthetic' or 'dicom_dir', got {cfg['data_source']!r}")
@@ -55,14 +66,28 @@ def build_dataset(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
             table["split"] = (patient_split(table["patient_id"], tuple(cfg["split_fractions"]), cfg["seed"])
                               if cohort == "annotation" else cohort)
         res["reports"] = ingest.read_reports(reports_jsonl, res.pop("exam_ids"))
-        ingest.save_dataset(dataset_dir(cfg, cohort), res["frames"],
+        ingest.save_dataset(work_dir(cfg["profile"]) / "processed" / data_fingerprint(cfg) / cohort, res["frames"],
                             {"frames": table, "runs": res["runs"], "reports": res["reports"], "rejects": res["rejects"]})
         out[cohort] = res
     return out
 
 
+def data_fingerprint(cfg: dict[str, Any]) -> str:
+    """12 hex digits naming the processed cohorts of these data settings."""
+    settings = {k: cfg[k] for k in DATA_KEYS}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def dataset_dir(cfg: dict[str, Any], cohort: str) -> Path:
-    return work_dir(cfg["profile"]) / "processed" / cohort
+    """The processed cohort that notebook 01 of this run recorded (`results/01_data.json`)."""
+    record = results_dir(cfg["profile"]) / "01_data.json"
+    try:
+        fingerprint = json.loads(record.read_text(encoding="utf-8"))["results"]["exact"]["dataset"]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError):
+        raise FileNotFoundError(
+            f"no results of notebook 01 for profile {cfg['profile']!r} name a processed cohort; "
+            "run notebook 01 first (python -m cag_utils.pipeline --only 01_data)") from None
+    return work_dir(cfg["profile"]) / "processed" / fingerprint / cohort
 
 
 def cohort_table(data: dict[str, Any]) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Run the numbered notebooks in order with papermill, skipping the ones that are up to date.
 
     python -m cag_utils.pipeline --profile smoke              # every notebooks/NN_*.ipynb
+    python -m cag_utils.pipeline -p cnn_epochs=3              # a run of its own: runs/cnn_epochs-3/
     python -m cag_utils.pipeline --profile paper --from 02 --to 04 -p epochs=3
     python -m cag_utils.pipeline --only 03 --force            # rerun one step
     python -m cag_utils.pipeline --list                       # steps, sections, up to date?
@@ -10,10 +11,22 @@ A step is one notebook. Its section (which profile section it reads) comes from 
 overrides of that section or of `common`. All overrides are checked before any step runs
 (exit 2). The default profile executes the notebooks in place (they carry the smoke
 outputs); other profiles write `notebooks/<profile>/NN_name.ipynb`. Timing metadata is
-stripped so reruns do not churn git. A step is skipped when the hash of its source cells,
-parameters, package code, profile YAML and the results of earlier steps matches
-`data/work/<profile>/pipeline_manifest.json` and its `results/.../NN_name.json` exists.
-A failing step stops the run (exit 1); results JSONs it wrote become `*.json.failed`.
+stripped so reruns do not churn git.
+
+Safe runs: a step executes into a staging output root `data/work/<profile>/staging/NN_name-*`
+(the kernel's `$CAG_OUTPUT_ROOT`, whose `data/work` links the real one, so caches and
+checkpoints are shared and a step resumes). Its executed notebook and the files it wrote
+under results/ and figures/ replace the previous ones only when it succeeds; a failure,
+Ctrl-C or SIGTERM leaves them byte-identical, keeps the partial notebook in
+`data/work/<profile>/failed/` and stops the run (exit 1, or 130/143 when interrupted).
+The manifest `data/work/<profile>/pipeline_manifest.json` records a hash of the step's
+inputs (source cells, parameters, package code, profile YAML, results of earlier steps)
+and the sha256 of each output: a step is skipped only when both still match.
+
+Overrides on the default profile are runs of their own: `-p` writes results/, figures/,
+notebooks/ and the manifest to `runs/<name>/` (name from `--run-name`, else from the
+overrides: `cnn_epochs=3` -> `cnn_epochs-3`); `--update-committed` writes the committed
+outputs instead. Steps of a run read the run's results first, then the committed ones.
 """
 from __future__ import annotations
 
@@ -23,11 +36,16 @@ import hashlib
 import json
 import os
 import re
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import nbformat
 import papermill as pm
@@ -40,7 +58,11 @@ from cag_utils.config import (
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 # Honour $CAG_OUTPUT_ROOT like the notebooks do (cag_utils.config.output_root).
 RESULTS_ROOT = output_root() / "results"
+FIGURES_ROOT = output_root() / "figures"
 WORK_ROOT = output_root() / "data" / "work"
+# Runs of their own (overrides on the default profile): runs/<name>/{results,figures,notebooks}.
+RUNS_ROOT = output_root() / "runs"
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 # Executed notebooks: in place (notebooks/, or notebooks/<profile>/) in the repository; under
 # $CAG_OUTPUT_ROOT/notebooks when that is set, so a run elsewhere never rewrites the committed ones.
 EXECUTED_ROOT = output_root() / "notebooks" if os.environ.get("CAG_OUTPUT_ROOT") else None
@@ -67,6 +89,7 @@ class StepOutcome:
     seconds: float = 0.0
     output: Path | None = None
     message: str = ""
+    outputs: dict[str, str] | None = None   # ok: {"results/NN_name.json": sha256, ...}
 
 
 # ---------------------------------------------------------------- steps and parameters
@@ -225,7 +248,7 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def _describe_failure(exc: Exception, nb: nbformat.NotebookNode | None, last_started: int | None) -> str:
+def _describe_failure(exc: BaseException, nb: nbformat.NotebookNode | None, last_started: int | None) -> str:
     """'cell In [n] (index i): first line' and the error; for timeouts, the last cell started."""
     if isinstance(exc, pm.PapermillExecutionError):
         count, index, source = exc.exec_count, exc.cell_index, exc.source or ""
@@ -239,41 +262,227 @@ def _describe_failure(exc: Exception, nb: nbformat.NotebookNode | None, last_sta
     return f"cell In [{count}] (index {index}): {_first_line(source)}\n    {error}"
 
 
-def _snapshot(folder: Path) -> dict[Path, tuple[int, int]]:
-    return {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.glob("*.json")} if folder.is_dir() else {}
+# ---------------------------------------------------------------- where outputs go
+
+def override_run_name(overrides: Mapping[str, Any]) -> str:
+    """A folder name from the overrides: {'cnn_epochs': 3} -> 'cnn_epochs-3', several joined by '+'."""
+    parts = []
+    for key in sorted(overrides):
+        value = overrides[key] if isinstance(overrides[key], str) else json.dumps(overrides[key])
+        parts.append(f"{key}-{re.sub(r'[^A-Za-z0-9._]+', '-', value).strip('-')}")
+    name = "+".join(parts)
+    return name if len(name) <= 80 else f"{name[:67]}-{_digest(name)[:12]}"
 
 
-def _quarantine_new_results(folder: Path, before: Mapping[Path, tuple[int, int]]) -> list[Path]:
-    """Rename every results JSON written since `before` to `*.json.failed`."""
-    moved = []
-    for path, stamp in _snapshot(folder).items():
-        if before.get(path) != stamp:
-            target = path.with_name(path.name + ".failed")
-            path.replace(target)
-            moved.append(target)
-    return sorted(moved)
+def run_folder_name(profile: str, overrides: Mapping[str, Any], run_name: str | None = None,
+                    update_committed: bool = False) -> str | None:
+    """Name of the run's own folder under runs/, or None when it writes the profile's usual outputs.
+
+    Overrides on the default profile would otherwise replace the committed reference outputs
+    with another configuration's, so they get a folder unless `update_committed` says otherwise.
+    """
+    if run_name is not None and update_committed:
+        raise ConfigError("--run-name and --update-committed exclude each other")
+    if run_name is None:
+        if update_committed or profile != DEFAULT_PROFILE or not overrides:
+            return None
+        run_name = override_run_name(overrides)
+    if not RUN_NAME.match(run_name):
+        raise ConfigError(f"run name {run_name!r}: use letters, digits and . _ + - (at most 100)")
+    return run_name
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run's outputs live. The manifest names an output '<kind>/<path under its root>'."""
+    roots: dict[str, Path]    # results, figures, notebooks
+    manifest: Path
+    failed: Path              # partial notebooks of failed or interrupted steps
+    read_results: tuple[Path, ...]   # results folders steps read, first match wins
+
+    def path(self, key: str) -> Path:
+        kind, rel = key.split("/", 1)
+        return self.roots[kind] / rel
+
+
+def output_layout(profile: str, run_name: str | None, results_root: Path, figures_root: Path,
+                  executed_root: Path, work_root: Path, runs_root: Path) -> Layout:
+    """The committed (or profile) folders, or those of runs/<run_name>/ reading committed results too."""
+    sub = output_subdir(profile)
+    committed = Path(results_root) / sub
+    if run_name is None:
+        return Layout({"results": Path(results_root), "figures": Path(figures_root), "notebooks": Path(executed_root)},
+                      Path(work_root) / profile / "pipeline_manifest.json", Path(work_root) / profile / "failed",
+                      (committed,))
+    run = Path(runs_root) / run_name
+    return Layout({kind: run / kind for kind in ("results", "figures", "notebooks")}, run / "pipeline_manifest.json",
+                  Path(work_root) / profile / "failed" / run_name, (run / "results" / sub, committed))
+
+
+def _out_of_date(recorded: Mapping[str, Any], parts: Mapping[str, str], digest: str, layout: Layout,
+                 results_json: Path) -> str:
+    """Why a step is out of date in `layout` ('' when it is not): manifest entry, inputs, outputs."""
+    changed = [k for k in parts if recorded.get("components", {}).get(k) != parts[k]]
+    return ("never run" if not recorded
+            else "no results JSON" if not results_json.is_file()
+            else f"{', '.join(changed)} changed" if changed
+            else "inputs changed" if recorded.get("hash") != digest
+            else _outputs_problem(recorded.get("outputs"), layout))
+
+
+def _outputs_problem(outputs: Mapping[str, str] | None, layout: Layout) -> str:
+    """'' when every recorded output is in place with its recorded sha256, else what is wrong."""
+    if not outputs:
+        return "outputs not recorded"
+    for key, sha in sorted(outputs.items()):
+        path = layout.path(key) if key.split("/", 1)[0] in layout.roots else None
+        if path is None or not path.is_file():
+            return f"{key} missing"
+        if _digest(path.read_bytes()) != sha:
+            return f"{key} changed"
+    return ""
+
+
+# ---------------------------------------------------------------- staging and signals
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _new_stage(work_root: Path, profile: str, step: Step, read_results: Sequence[Path]) -> tuple[Path, dict]:
+    """A fresh output root for one step, and the stamps of the results copied into it.
+
+    Its data/work links the real data/work (shared caches, resumable checkpoints). The results
+    that steps read are copied in (copies, not links: a notebook may rewrite a file in place);
+    only files the step writes differ from these stamps and count as its outputs.
+    """
+    parent = Path(work_root) / profile / "staging"
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{step.name}-", dir=parent))
+    (stage / "data").mkdir()
+    (stage / "data" / "work").symlink_to(Path(work_root).resolve(), target_is_directory=True)
+    results = stage / "results" / output_subdir(profile)
+    results.mkdir(parents=True)
+    for folder in reversed(read_results):
+        for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+            if path.is_file():
+                shutil.copyfile(path, results / path.name)
+    return stage, {p: _stamp(p) for p in results.iterdir()}
+
+
+def _remove_stage(stage: Path) -> None:
+    (stage / "data" / "work").unlink(missing_ok=True)   # the link first: never walk the real data/work
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Copy then rename, so `dest` is either the old file or the whole new one."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.partial")
+    shutil.copyfile(src, partial)
+    os.replace(partial, dest)
+
+
+def _commit(stage: Path, stamps: Mapping[Path, tuple[int, int, int]], layout: Layout,
+            previous: Mapping[str, str]) -> dict[str, str]:
+    """Move what the step wrote into place; return {output: sha256}.
+
+    Outputs of the step's previous run that it no longer writes are removed, so that no
+    stale figure or table stays beside the new ones.
+    """
+    outputs: dict[str, str] = {}
+    for kind in layout.roots:
+        base = stage / kind
+        for src in sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []:
+            if stamps.get(src) != _stamp(src):
+                key = f"{kind}/{src.relative_to(base).as_posix()}"
+                outputs[key] = _digest(src.read_bytes())
+                _place(src, layout.path(key))
+    for key in sorted(set(previous) - set(outputs)):
+        if key.split("/", 1)[0] in layout.roots:
+            layout.path(key).unlink(missing_ok=True)
+    return outputs
+
+
+@contextmanager
+def _kernel_output_root(stage: Path) -> Iterator[None]:
+    """The kernel inherits the environment: its cag_utils.config.output_root() is the stage."""
+    previous = os.environ.get("CAG_OUTPUT_ROOT")
+    os.environ["CAG_OUTPUT_ROOT"] = str(stage)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("CAG_OUTPUT_ROOT", None)
+        else:
+            os.environ["CAG_OUTPUT_ROOT"] = previous
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the staging folder is cleaned up and outputs stay whole."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM (kill, a job scheduler's time limit) into `Terminated` while steps run."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C or SIGTERM while outputs move into place takes effect once they all have."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    handlers = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 # ---------------------------------------------------------------- the pipeline
 
 def _rel(path: Path) -> str:
-    try:
-        return path.relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return str(path)
+    """A path for messages: relative to the output root or the repository where it can be."""
+    for root in (output_root(), REPO_ROOT):
+        try:
+            return Path(path).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(path)
 
 
 def run_pipeline(
     profile: str = DEFAULT_PROFILE, *, start: str | None = None, stop: str | None = None,
     only: Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
     force: bool = False, dry_run: bool = False, cell_timeout: int = 3600,
+    run_name: str | None = None, update_committed: bool = False,
     notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path | None = None,
-    results_root: Path = RESULTS_ROOT, work_root: Path = WORK_ROOT, package_dir: Path = PACKAGE_DIR,
+    results_root: Path = RESULTS_ROOT, figures_root: Path = FIGURES_ROOT, work_root: Path = WORK_ROOT,
+    runs_root: Path = RUNS_ROOT, package_dir: Path = PACKAGE_DIR,
     kernel_name: str = "python3", log: Callable[[str], None] = print, executed_root: Path | None = EXECUTED_ROOT,
 ) -> list[StepOutcome]:
     """Run (or with `dry_run`, only assess) the selected steps; ConfigError before any runs.
 
-    With `dry_run` the outcome status is 'up to date' or 'out of date (why)'.
+    With `dry_run` the outcome status is 'up to date' or 'out of date (why)'. Ctrl-C and
+    SIGTERM propagate as KeyboardInterrupt (`Terminated`) after the step's cleanup.
     """
     notebooks_dir = Path(notebooks_dir)
     steps = discover_steps(notebooks_dir)
@@ -288,11 +497,18 @@ def run_pipeline(
             raise ConfigError(f"{step.name}: profile {profile!r} has no section {step.section!r}")
     checked = validate_overrides(profile, overrides or {}, tuple(sorted({s.section for s in selected})),
                                  profiles_dir)
+    run = run_folder_name(profile, checked, run_name, update_committed)
+    layout = output_layout(profile, run, results_root, figures_root, executed_root or notebooks_dir,
+                           work_root, runs_root)
+    if run and not dry_run:
+        log(f"run {run}: outputs go to {_rel(Path(runs_root) / run)} (the committed ones stay as they are)")
 
-    results_dir = Path(results_root) / output_subdir(profile)
-    out_dir = Path(executed_root or notebooks_dir) / output_subdir(profile)
-    manifest_path = Path(work_root) / profile / "pipeline_manifest.json"
-    manifest = _load_manifest(manifest_path)
+    sub = output_subdir(profile)
+    manifest = _load_manifest(layout.manifest)
+    # A run of its own reuses the committed outputs of a step it would run with the same inputs.
+    committed = None if run is None else output_layout(profile, None, results_root, figures_root,
+                                                       executed_root or notebooks_dir, work_root, runs_root)
+    committed_steps = _load_manifest(committed.manifest)["steps"] if committed else {}
     code = code_digests(package_dir)
     profile_yaml = profile_path(profile, profiles_dir).read_text(encoding="utf-8")
 
@@ -305,59 +521,93 @@ def run_pipeline(
             continue
         params = step_parameters(step, profile, checked, profiles_dir)
         # Inputs: the results of every earlier step, so a rerun upstream invalidates this one.
-        inputs = {s.name: _digest(p.read_bytes()) if (p := results_dir / f"{s.name}.json").is_file()
-                  else "missing" for s in steps[:steps.index(step)]}
+        inputs = {}
+        for s in steps[:steps.index(step)]:
+            found = [p for folder in layout.read_results if (p := folder / f"{s.name}.json").is_file()]
+            inputs[s.name] = _digest(found[0].read_bytes()) if found else "missing"
         nb = nbformat.read(step.path, as_version=4)
         parts = step_components(nb, params, code, profile_yaml, inputs)
         digest = step_hash(nb, params, code, profile_yaml, inputs)
-        results_json = results_dir / f"{step.name}.json"
-        output = out_dir / step.path.name
+        results_json = layout.roots["results"] / sub / f"{step.name}.json"
+        output = layout.roots["notebooks"] / sub / step.path.name
         recorded = manifest["steps"].get(step.name, {})
-        up_to_date = recorded.get("hash") == digest and results_json.is_file()
+        why = _out_of_date(recorded, parts, digest, layout, results_json)
+        inherited = bool(why) and committed is not None and not _out_of_date(
+            committed_steps.get(step.name, {}), parts, digest, committed,
+            committed.roots["results"] / sub / results_json.name)
         if dry_run:
-            changed = [k for k in parts if recorded.get("components", {}).get(k) != parts[k]]
-            status = ("out of date (never run)" if not recorded
-                      else "out of date (no results JSON)" if not results_json.is_file()
-                      else f"out of date ({', '.join(changed)} changed)" if not up_to_date
+            status = ("up to date (committed outputs)" if inherited else f"out of date ({why})" if why
                       else "out of date (an earlier step reruns)" if stale_before else "up to date")
-            stale_before = stale_before or status != "up to date"
+            stale_before = stale_before or not status.startswith("up to date")
             outcomes.append(StepOutcome(step.name, step.section, status, output=output))
             continue
-        if up_to_date and not force:
+        if (inherited or not why) and not force:
             outcomes.append(StepOutcome(step.name, step.section, "skipped", output=output))
-            log(f"[{step.name}] skipped (up to date)")
+            log(f"[{step.name}] skipped ({'the committed outputs are ' if inherited else ''}up to date)")
             continue
 
-        output.parent.mkdir(parents=True, exist_ok=True)
-        before = _snapshot(results_dir)
-        t0 = time.perf_counter()
+        def record(outputs: dict[str, str], seconds: float, name: str = step.name) -> None:
+            manifest["steps"][name] = {"hash": digest, "components": parts, "parameters": params,
+                                       "seconds": round(seconds, 1), "outputs": outputs}
+            _save_manifest(layout.manifest, manifest)
+
+        with _sigterm_raises():
+            outcome = _run_step(step, params, layout, work_root, profile, notebooks_dir, kernel_name,
+                                cell_timeout, log, recorded.get("outputs") or {}, record)
+        if outcome.status == "ok" and not results_json.is_file():
+            log(f"[{step.name}] warning: it wrote no {_rel(results_json)}, so it never counts as up to date")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _run_step(step: Step, params: Mapping[str, Any], layout: Layout, work_root: Path, profile: str,
+              notebooks_dir: Path, kernel_name: str, cell_timeout: int, log: Callable[[str], None],
+              previous: Mapping[str, str], record: Callable[[dict[str, str], float], None]) -> StepOutcome:
+    """Execute one step in a staging folder; only if it succeeds, move its outputs into place and
+    `record` them in the manifest (both before a Ctrl-C or SIGTERM that arrives meanwhile)."""
+    sub = output_subdir(profile)
+    t0 = time.perf_counter()
+    stage, stamps = _new_stage(work_root, profile, step, layout.read_results)
+    staged = stage / "notebooks" / sub / step.path.name
+    try:
+        staged.parent.mkdir(parents=True, exist_ok=True)
         try:
-            pm.execute_notebook(
-                step.path, output, parameters=params, kernel_name=kernel_name, cwd=notebooks_dir,
-                execution_timeout=cell_timeout, progress_bar=False, log_output=False,
-            )
+            with _kernel_output_root(stage):
+                pm.execute_notebook(
+                    step.path, staged, parameters=dict(params), kernel_name=kernel_name, cwd=notebooks_dir,
+                    execution_timeout=cell_timeout, progress_bar=False, log_output=False,
+                )
         except (Exception, KeyboardInterrupt) as exc:  # any failure stops the pipeline with a report
             seconds = time.perf_counter() - t0
-            executed, last_started = _strip_output(output)
-            moved = _quarantine_new_results(results_dir, before)
+            try:
+                executed, last_started = _strip_output(staged)
+            except Exception:   # a notebook cut off while papermill wrote it
+                executed, last_started = None, None
             message = _describe_failure(exc, executed, last_started)
-            log(f"[{step.name}] FAILED after {seconds:.1f} s at {message}")
-            log(f"    partial output: {_rel(output)}"
-                + (f"; results set aside: {', '.join(_rel(p) for p in moved)}" if moved else ""))
+            kept = layout.failed / step.path.name
+            if executed is not None:
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, kept)
+            word = "INTERRUPTED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            log(f"[{step.name}] {word} after {seconds:.1f} s at {message}")
+            log("    outputs unchanged" + (f"; partial notebook: {_rel(kept)}" if executed is not None else ""))
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            outcomes.append(StepOutcome(step.name, step.section, "failed", seconds, output, message))
-            continue
+            return StepOutcome(step.name, step.section, "failed", seconds,
+                               kept if executed is not None else None, message)
         seconds = time.perf_counter() - t0
-        _strip_output(output)
-        manifest["steps"][step.name] = {"hash": digest, "components": parts, "parameters": params,
-                                        "seconds": round(seconds, 1)}
-        _save_manifest(manifest_path, manifest)
-        log(f"[{step.name}] ok in {seconds:.1f} s")
-        if not results_json.is_file():
-            log(f"[{step.name}] warning: it wrote no {_rel(results_json)}, so it never counts as up to date")
-        outcomes.append(StepOutcome(step.name, step.section, "ok", seconds, output))
-    return outcomes
+        _strip_output(staged)
+        with _signals_deferred():
+            outputs = _commit(stage, stamps, layout, previous)
+            record(outputs, seconds)
+        lost = sorted(p.name for p in stage.iterdir() if p.name not in (*layout.roots, "data"))
+        if lost:
+            log(f"[{step.name}] warning: it wrote {', '.join(lost)} outside results/ and figures/; not kept")
+    finally:
+        _remove_stage(stage)
+    log(f"[{step.name}] ok in {seconds:.1f} s")
+    return StepOutcome(step.name, step.section, "ok", seconds, layout.roots["notebooks"] / sub / step.path.name,
+                       outputs=outputs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,7 +617,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--to", dest="stop", metavar="NN", help="last step (inclusive)")
     parser.add_argument("--only", action="append", metavar="NN", help="run only this step (repeatable)")
     parser.add_argument("-p", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one profile setting (YAML value), repeatable")
+                        help="override one profile setting (YAML value), repeatable; on the default "
+                             "profile the run writes to runs/<name>/")
+    parser.add_argument("--run-name", metavar="NAME",
+                        help="write this run's outputs to runs/NAME/ (default with -p: from the overrides)")
+    parser.add_argument("--update-committed", action="store_true",
+                        help="with -p on the default profile: replace the committed outputs anyway")
     parser.add_argument("--force", action="store_true", help="rerun steps that are up to date")
     parser.add_argument("--list", action="store_true", help="list steps, sections and state; run nothing")
     parser.add_argument("--cell-timeout", type=int, default=3600, metavar="S", help="seconds per cell")
@@ -375,7 +630,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
     parser.add_argument("--profiles-dir", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--results-root", type=Path, default=RESULTS_ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--figures-root", type=Path, default=FIGURES_ROOT, help=argparse.SUPPRESS)
     parser.add_argument("--work-root", type=Path, default=WORK_ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--runs-root", type=Path, default=RUNS_ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--executed-root", type=Path, default=EXECUTED_ROOT, help=argparse.SUPPRESS)
+    parser.add_argument("--package-dir", type=Path, default=PACKAGE_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.only and (args.start or args.stop):
         parser.error("--only cannot be combined with --from/--to")
@@ -384,15 +643,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcomes = run_pipeline(
             args.profile, start=args.start, stop=args.stop, only=args.only, overrides=overrides,
             force=args.force, dry_run=args.list, cell_timeout=args.cell_timeout,
+            run_name=args.run_name, update_committed=args.update_committed,
             notebooks_dir=args.notebooks_dir, profiles_dir=args.profiles_dir,
-            results_root=args.results_root, work_root=args.work_root,
+            results_root=args.results_root, figures_root=args.figures_root, work_root=args.work_root,
+            runs_root=args.runs_root, executed_root=args.executed_root, package_dir=args.package_dir,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc or 'SIGINT'}): outputs unchanged; rerun the same command to resume",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     if args.list:
+        run = run_folder_name(args.profile, {k: v for k, v in overrides.items() if v is not None},
+                              args.run_name, args.update_committed)
         width = max(len(o.name) for o in outcomes)
-        print(f"profile {args.profile}: {len(outcomes)} step(s)")
+        print(f"profile {args.profile}" + (f", run {run} (runs/{run}/)" if run else "") + f": {len(outcomes)} step(s)")
         for o in outcomes:
             print(f"  {o.name:<{width}}  {o.section:<10}  {o.status}")
         return 0

@@ -93,6 +93,7 @@ class Run:
         self.name, self.cfg = name, dict(cfg)
         self.started = time.time()
         self.figures: list[str] = []
+        self.tables: list[str] = []
 
     def figure(self, fig, stem: str, show: bool = True) -> None:
         """Write `figures/<name>_<stem>.png|pdf` and show the figure inline."""
@@ -111,6 +112,19 @@ class Run:
             plt.close(fig)
         return None
 
+    def table(self, df, stem: str) -> Path:
+        """Write per-item rows (predictions, picks...) to `results/<name>_<stem>.csv`.
+
+        Floats keep 6 significant digits so the file stays small and byte-stable; integer
+        labels and IDs are exact, so every metric can be recomputed from the file.
+        """
+        out = results_dir(self.cfg["profile"])
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{self.name}_{stem}.csv"
+        df.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+        self.tables.append(path.relative_to(output_root()).as_posix())
+        return path
+
     def save(self, results: dict[str, Any]) -> Path:
         """Write `results/<name>.json` with results, effective config and provenance."""
         out = results_dir(self.cfg["profile"])
@@ -121,6 +135,7 @@ class Run:
             "results": to_jsonable(results),
             "config": to_jsonable(self.cfg),
             "figures": sorted(set(self.figures)),
+            "per_item_files": sorted(set(self.tables)),
             "provenance": {
                 "git_sha": git_sha(),
                 "python": platform.python_version(),

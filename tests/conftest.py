@@ -1,4 +1,7 @@
-"""Shared fixtures: one small synthetic cohort (generated once per test session)."""
+"""Shared fixtures: one small synthetic cohort (generated once per test session).
+
+The session's temporary output root and test ordering are set up in the root conftest.py.
+"""
 from __future__ import annotations
 
 import pytest

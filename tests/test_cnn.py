@@ -196,8 +196,9 @@ def test_resume_continues_epoch_count_and_matches_uninterrupted_run(trained, dat
 
 def test_time_budget_no_validation_and_no_data_are_reported(data, tmp_path):
     frames, table = data
-    r = train_classifier(frames, table, {**TRAIN_CFG, "max_minutes": 1e-4}, tmp_path / "budget")
-    assert r.status == "time_budget" and r.epochs_completed == 1 and r.best_path is not None
+    with pytest.warns(RuntimeWarning, match="TRUNCATED"):
+        r = train_classifier(frames, table, {**TRAIN_CFG, "max_minutes": 1e-4}, tmp_path / "budget")
+    assert r.status == "truncated" and r.epochs_completed == 1 and r.best_path is not None
     no_val = table.assign(split=table["split"].replace({"val": "train"}))
     r = train_classifier(frames, no_val, {**TRAIN_CFG, "epochs": 2}, tmp_path / "noval")
     assert r.best_epoch == 2 and np.isnan(r.best_val_macro_f1)  # no validation: best = last
@@ -227,3 +228,27 @@ def test_gradcam_maps_have_frame_shape_and_unit_range(trained):
     assert isinstance(plot_gradcam_overlays(frames, maps, target_classes=list(range(6))), Figure)
     with pytest.raises(ValueError, match="too small"):
         gradcam_heatmaps(model, frames, list(range(6)), input_size=SIZE)
+
+
+_FRESH_RUN = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from test_cnn import TRAIN_CFG, synthetic_set, strip_seconds
+from cag_utils.cnn.train import train_classifier
+frames, table = synthetic_set()
+r = train_classifier(frames, table, {{**TRAIN_CFG, "epochs": 2, "threads": 2}}, sys.argv[1], resume=False)
+print(json.dumps(strip_seconds(r.history)))
+"""
+
+
+@pytest.mark.slow
+def test_two_fresh_processes_give_identical_training(tmp_path):
+    """What a re-execution does: a new interpreter, the same config (threads fixed) -> the same bits."""
+    import subprocess
+    import sys
+
+    script = _FRESH_RUN.format(tests=str(Path(__file__).resolve().parent))
+    runs = [subprocess.run([sys.executable, "-c", script, str(tmp_path / name)], capture_output=True, text=True,
+                           check=True).stdout.strip().splitlines()[-1] for name in ("a", "b")]
+    assert runs[0] == runs[1] and len(json.loads(runs[0])) == 2
+    assert (tmp_path / "a" / "best.safetensors").read_bytes() == (tmp_path / "b" / "best.safetensors").read_bytes()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -156,3 +157,28 @@ def test_learning_curve_subsets_are_nested_and_seeded():
     again = nested_patient_subsets(patients, [0.25, 0.5, 1.0], seed=3)
     assert all((a == b).all() for a, b in zip(subsets, again))
     assert not all((a == b).all() for a, b in zip(subsets, nested_patient_subsets(patients, [0.25, 0.5, 1], 4)))
+
+
+def test_prediction_rows_headline_intervals_and_table(trained_dir):
+    """Per-frame rows carry IDs, classes, probabilities and subsets; intervals come from them."""
+    from sklearn.metrics import f1_score
+
+    from cag_utils.cnn import load_trained
+    from cag_utils.cnn.stage import headline_intervals, interval_table, prediction_rows
+
+    frames, table, out = trained_dir
+    model, info = load_trained(out)
+    predictions, _ = evaluate_split(model, info, frames, table, "test")
+    half = np.arange(len(predictions)) % 2 == 0
+    rows = prediction_rows(predictions, {"half": half})
+    assert {"frame_uid", "patient_id", "true_class", "pred_class", "half", *(f"prob_{c}" for c in CLASSES)} <= set(rows)
+    headline = headline_intervals(rows, ("half",), seed=0)
+    assert set(headline) == {f"{s}.{m}" for s in ("test", "half")
+                             for m in ("laterality_f1", "key_frame_f1", "macro_f1", "accuracy")}
+    lat = headline["test.laterality_f1"]
+    assert lat["estimate"] == f1_score(rows["label"] // 3, rows["pred"] // 3, average="macro", zero_division=0)
+    assert lat["ci_low"] <= lat["estimate"] <= lat["ci_high"] and lat["n_patients"] == rows["patient_id"].nunique()
+    assert headline == headline_intervals(rows, ("half",), seed=0)  # seeded
+    shown = interval_table(rows, headline)
+    assert list(shown["Subset"]) == ["test", "half"] and shown.loc[1, "Frames"] == half.sum()
+    assert re.fullmatch(r"\d\.\d{3}( \(\d\.\d{3}-\d\.\d{3}\))?", shown.loc[0, "Laterality F1"])

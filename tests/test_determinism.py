@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import papermill as pm
@@ -11,23 +10,21 @@ import pytest
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "01_data.ipynb"
 
 
-def _run(tmp: Path) -> dict:
+def _run(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     tmp.mkdir(parents=True)
-    os.environ["CAG_OUTPUT_ROOT"] = str(tmp)  # the kernel inherits it: outputs go under tmp
-    try:
+    with monkeypatch.context() as m:
+        m.setenv("CAG_OUTPUT_ROOT", str(tmp))  # the kernel inherits it: outputs go under tmp
         pm.execute_notebook(NOTEBOOK, tmp / "out.ipynb", kernel_name="python3", progress_bar=False,
                             cwd=str(NOTEBOOK.parent),
                             parameters={"n_annotation_exams": 6, "n_independent_exams": 2, "image_size": 64})
-    finally:
-        del os.environ["CAG_OUTPUT_ROOT"]
     record = json.loads((tmp / "results" / "01_data.json").read_text())
     record["provenance"].pop("timing")
     return record
 
 
 @pytest.mark.slow
-def test_notebook_01_reruns_identically(tmp_path):
-    first, second = _run(tmp_path / "a"), _run(tmp_path / "b")
+def test_notebook_01_reruns_identically(tmp_path, monkeypatch):
+    first, second = _run(tmp_path / "a", monkeypatch), _run(tmp_path / "b", monkeypatch)
     assert first["config"]["n_annotation_exams"] == 6  # the override reached the results
     assert first == second
     png_a = sorted((tmp_path / "a" / "figures").glob("*.png"))

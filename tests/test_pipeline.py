@@ -33,11 +33,12 @@ def write_notebook(path: Path, section: str, params: dict, body: list[str]) -> P
     return path
 
 
-def saving(name: str, results: Path, value: str) -> str:
-    """A cell that writes results/<subdir>/<name>.json like cag_utils.results.Run.save."""
-    return (f"import json, pathlib\n"
-            f"out = pathlib.Path(r'{results}') / ('' if profile == 'smoke' else profile)\n"
-            f"out.mkdir(parents=True, exist_ok=True)\n"
+def saving(name: str, value: str) -> str:
+    """A cell that writes results/<subdir>/<name>.json like cag_utils.results.Run.save: under
+    cag_utils.config.results_dir, which the pipeline points at the step's staging folder."""
+    return ("import json\nfrom cag_utils.config import results_dir\n"
+            "out = results_dir(profile)\n"
+            "out.mkdir(parents=True, exist_ok=True)\n"
             f"(out / '{name}.json').write_text(json.dumps({{'notebook': '{name}', 'results': {{'v': {value}}}}}))")
 
 
@@ -51,11 +52,12 @@ def repo(tmp_path: Path) -> dict:
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
     results = tmp_path / "results"
-    write_notebook(nbs / "01_first.ipynb", "a", {"n": 0, "scale": 0}, [saving("01_first", results, "n")])
-    write_notebook(nbs / "02_second.ipynb", "b", {"label": 0}, [saving("02_second", results, "label")])
+    write_notebook(nbs / "01_first.ipynb", "a", {"n": 0, "scale": 0}, [saving("01_first", "n")])
+    write_notebook(nbs / "02_second.ipynb", "b", {"label": 0}, [saving("02_second", "label")])
     log: list[str] = []
     kwargs = dict(notebooks_dir=nbs, profiles_dir=tmp_path / "profiles", results_root=results,
-                  work_root=tmp_path / "work", package_dir=tmp_path / "pkg", log=log.append, executed_root=None)
+                  figures_root=tmp_path / "figures", work_root=tmp_path / "work", runs_root=tmp_path / "runs",
+                  package_dir=tmp_path / "pkg", log=log.append, executed_root=None)
     return {"root": tmp_path, "nbs": nbs, "results": results, "kwargs": kwargs, "log": log}
 
 
@@ -99,7 +101,9 @@ def test_override_of_an_unselected_section_is_an_error(repo):
 def cli(repo, *args: str) -> list[str]:
     kw = repo["kwargs"]
     return ["--notebooks-dir", str(kw["notebooks_dir"]), "--profiles-dir", str(kw["profiles_dir"]),
-            "--results-root", str(kw["results_root"]), "--work-root", str(kw["work_root"]), *args]
+            "--results-root", str(kw["results_root"]), "--figures-root", str(kw["figures_root"]),
+            "--work-root", str(kw["work_root"]), "--runs-root", str(kw["runs_root"]),
+            "--executed-root", str(kw["notebooks_dir"]), "--package-dir", str(kw["package_dir"]), *args]
 
 
 def test_main_exits_2_naming_the_key(repo, capsys):
@@ -135,14 +139,15 @@ def test_run_skip_force_and_parameter_change(repo):
     assert statuses(pipeline.run_pipeline("smoke", force=True, only=["02"], **kw)) == ["ok"]
 
     # A new value of a section-a key reruns 01, and 02 because its input (01's results) changed.
-    assert statuses(pipeline.run_pipeline("smoke", dry_run=True, overrides={"n": 7}, **kw)) == [
+    # (--update-committed: on the committed outputs, not in a run folder of its own.)
+    on_committed = dict(overrides={"n": 7}, update_committed=True, **kw)
+    assert statuses(pipeline.run_pipeline("smoke", dry_run=True, **on_committed)) == [
         "out of date (parameters changed)", "out of date (an earlier step reruns)"]
-    assert statuses(pipeline.run_pipeline("smoke", overrides={"n": 7}, **kw)) == ["ok", "ok"]
+    assert statuses(pipeline.run_pipeline("smoke", **on_committed)) == ["ok", "ok"]
     assert json.loads((results / "01_first.json").read_text())["results"] == {"v": 7}
     # Package code is an input of every step.
     (kw["package_dir"] / "mod.py").write_text("X = 2\n")
-    assert statuses(pipeline.run_pipeline("smoke", overrides={"n": 7}, dry_run=True, **kw))[0] == \
-        "out of date (code changed)"
+    assert statuses(pipeline.run_pipeline("smoke", dry_run=True, **on_committed))[0] == "out of date (code changed)"
 
 
 def test_other_profiles_write_to_a_subfolder(repo):
@@ -163,24 +168,28 @@ def test_executed_root_keeps_committed_notebooks(repo):
     assert (repo["nbs"] / "01_first.ipynb").read_text() == before
 
 
-def test_failure_names_notebook_and_cell_and_sets_results_aside(repo):
+def test_failure_names_notebook_and_cell_and_keeps_outputs(repo):
     nbs, results = repo["nbs"], repo["results"]
     write_notebook(nbs / "02_second.ipynb", "b", {"label": 0},
-                   [saving("02_second", results, "label"), "x = 1\nraise RuntimeError('boom')"])
-    write_notebook(nbs / "03_third.ipynb", "b", {}, [saving("03_third", results, "1")])
+                   [saving("02_second", "label"), "x = 1\nraise RuntimeError('boom')"])
+    write_notebook(nbs / "03_third.ipynb", "b", {}, [saving("03_third", "1")])
+    source = (nbs / "02_second.ipynb").read_bytes()
     outcomes = pipeline.run_pipeline("smoke", **repo["kwargs"])
     assert statuses(outcomes) == ["ok", "failed", "not run"]
     failed = next(line for line in repo["log"] if "FAILED" in line)
     assert failed.startswith("[02_second] FAILED") and "x = 1" in failed and "RuntimeError: boom" in failed
     assert "In [4]" in failed   # parameters, injected parameters, save, failing cell
-    assert not (results / "02_second.json").exists()
-    assert (results / "02_second.json.failed").is_file()
-    assert not (results / "03_third.json").exists()
+    # Nothing of the failed step reaches the outputs: no results, the notebook as it was.
+    assert sorted(p.name for p in results.iterdir()) == ["01_first.json"]
+    assert (nbs / "02_second.ipynb").read_bytes() == source
     assert "02_second" not in json.loads(
         (repo["root"] / "work" / "smoke" / "pipeline_manifest.json").read_text())["steps"]
-    # The partial output is there to inspect, with the traceback.
-    nb = nbformat.read(nbs / "02_second.ipynb", as_version=4)
+    # The partial notebook is kept aside to inspect, with the traceback, and the user is told where.
+    kept = repo["root"] / "work" / "smoke" / "failed" / "02_second.ipynb"
+    assert outcomes[1].output == kept and "partial notebook:" in repo["log"][-2]
+    nb = nbformat.read(kept, as_version=4)
     assert any(o.get("ename") == "RuntimeError" for c in nb.cells for o in c.get("outputs", []))
+    assert not any((repo["root"] / "work" / "smoke" / "staging").iterdir())
     # Through the CLI: exit 1, 01 is up to date and skipped, 02 fails again.
     assert pipeline.main(cli(repo)) == 1
 

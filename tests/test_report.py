@@ -137,3 +137,15 @@ def test_other_profiles_go_to_a_subfolder(tmp_path: Path, capsys):
     assert r"\newcommand{\ResultsProfile}{paper}" in text and r"{\DataNExams}{539}" in text
     assert not (tmp_path / "gen" / "macros.tex").exists()
     assert "2 macros" in capsys.readouterr().out
+
+
+def test_intervals_get_a_ci_macro(tmp_path: Path):
+    interval = {"estimate": 0.8123, "ci_low": 0.7456, "ci_high": 0.8634, "n_patients": 18}
+    undefined = {"estimate": 1.0, "ci_low": None, "ci_high": None, "n_patients": 1}
+    write(tmp_path / "results", "02_cnn", record("02_cnn", {"headline": {"test.laterality_f1": interval,
+                                                                        "one.acc": undefined}}))
+    report.generate("smoke", tmp_path / "results", tmp_path / "gen")
+    macros = (tmp_path / "gen" / "macros.tex").read_text()
+    assert r"\newcommand{\CnnHeadlineTestLateralityFOneCi}{0.812 [0.746, 0.863]}" in macros
+    assert r"\newcommand{\CnnHeadlineTestLateralityFOneNPatients}{18}" in macros
+    assert r"\newcommand{\CnnHeadlineOneAccCi}{1.000}" in macros

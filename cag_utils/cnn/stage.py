@@ -2,7 +2,7 @@
 
 Profile keys are prefixed ``cnn_`` (keys are unique across profile sections); ``train_config``
 maps them onto the training config of ``cag_utils.cnn.train`` (an empty
-``cnn_pretrained_file`` means random initialisation, ``cnn_max_minutes: 0`` no time budget; ``cnn_num_workers`` DataLoader processes).
+``cnn_pretrained_file`` means random initialisation, ``cnn_max_minutes`` a wall-clock guard (0: none) that marks a run truncated; ``torch_threads`` (common) the CPU threads; ``cnn_num_workers`` DataLoader processes).
 
 ``checkpoint_dir`` names the checkpoint folder by a hash of the training config and of the
 labelled frames it sees (uid, label, split and pixels of every frame), so a rerun with the
@@ -21,9 +21,14 @@ import torch
 
 from cag_utils.cnn.evaluate import classification_metrics, predict
 from cag_utils.cnn.train import resolve_config
+from cag_utils.intervals import (
+    accuracy_from_confusion, collapse_confusion, confusion_by_patient, macro_f1_from_confusion, patient_bootstrap,
+)
+from cag_utils.labels import CLASSES, KEY_FRAME_CATEGORIES
 
 __all__ = [
-    "PROFILE_KEYS", "checkpoint_dir", "evaluate_split", "f1_summary", "per_class_table", "pick_examples", "train_config",
+    "HEADLINE_METRICS", "PROFILE_KEYS", "checkpoint_dir", "evaluate_split", "f1_summary", "headline_intervals",
+    "interval_table", "per_class_table", "pick_examples", "prediction_rows", "train_config",
 ]
 
 # profile key -> training config key
@@ -60,6 +65,7 @@ def train_config(cfg: dict[str, Any], progress: bool | str = "epochs") -> dict[s
     out["pretrained_file"] = out["pretrained_file"] or None
     out["max_minutes"] = out["max_minutes"] or None
     out["seed"] = int(cfg["seed"])
+    out["threads"] = cfg.get("torch_threads") or None
     out["cpu"] = cfg.get("device", "auto") == "cpu"
     out["progress"] = progress
     return resolve_config(out)
@@ -138,3 +144,62 @@ def pick_examples(predictions: pd.DataFrame, per_class: int, seed: int) -> pd.Da
         take = rng.choice(len(rows), size=min(per_class, len(rows)), replace=False)
         picked.append(rows.iloc[np.sort(take)])
     return pd.concat(picked) if picked else predictions.iloc[:0]
+
+
+# class index = laterality * 3 + key-frame category (cag_utils.labels.class_index)
+_LATERALITY = [i // len(KEY_FRAME_CATEGORIES) for i in range(len(CLASSES))]
+_KEY_FRAME = [i % len(KEY_FRAME_CATEGORIES) for i in range(len(CLASSES))]
+# Headline metrics as functions of a (..., 6, 6) confusion matrix: what the patient bootstrap resamples.
+HEADLINE_METRICS = {
+    "laterality_f1": lambda cm: macro_f1_from_confusion(collapse_confusion(cm, _LATERALITY)),
+    "key_frame_f1": lambda cm: macro_f1_from_confusion(collapse_confusion(cm, _KEY_FRAME)),
+    "macro_f1": macro_f1_from_confusion,
+    "accuracy": accuracy_from_confusion,
+}
+_METRIC_NAMES = {"laterality_f1": "Laterality F1", "key_frame_f1": "Key-frame F1", "macro_f1": "6-class macro-F1",
+                 "accuracy": "Accuracy"}
+
+
+def prediction_rows(predictions: pd.DataFrame, subsets: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per-frame predictions for ``results/``: IDs, true and predicted class, probabilities, subsets."""
+    out = predictions[["frame_uid", "patient_id", "exam_id", "label", "pred"]].copy()
+    out.insert(4, "true_class", [CLASSES[i] for i in out["label"]])
+    out["pred_class"] = [CLASSES[i] for i in out["pred"]]
+    for name in CLASSES:
+        out[f"prob_{name}"] = predictions[f"prob_{name}"].to_numpy()
+    for name, mask in subsets.items():
+        out[name] = np.asarray(mask, dtype=bool)
+    return out.reset_index(drop=True)
+
+
+def headline_intervals(rows: pd.DataFrame, subsets: tuple[str, ...], seed: int) -> dict[str, dict[str, Any]]:
+    """``'<subset>.<metric>'`` -> patient-bootstrap interval, from ``prediction_rows`` output.
+
+    Subset ``test`` is every row; any other name is a boolean column of ``rows``. The estimate
+    is scikit-learn's (``classification_metrics``), so it can be recomputed exactly from the rows.
+    """
+    out = {}
+    for subset in ("test", *subsets):
+        part = rows if subset == "test" else rows[rows[subset].astype(bool)]
+        cm = confusion_by_patient(part["label"], part["pred"], part["patient_id"], len(CLASSES))
+        exact = classification_metrics(part["label"].to_numpy(), part["pred"].to_numpy())
+        for name, metric in HEADLINE_METRICS.items():
+            out[f"{subset}.{name}"] = {**patient_bootstrap(cm, metric, seed=seed), "estimate": exact[name]}
+    return out
+
+
+def _with_ci(iv: dict[str, Any]) -> str:
+    if not np.isfinite(iv["ci_low"]):
+        return f"{iv['estimate']:.3f}"
+    return f"{iv['estimate']:.3f} ({iv['ci_low']:.3f}-{iv['ci_high']:.3f})"
+
+
+def interval_table(rows: pd.DataFrame, headline: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Human table: one row per subset, frames, patients and each metric as 'estimate (95 % CI)'."""
+    table = []
+    for subset in dict.fromkeys(k.split(".", 1)[0] for k in headline):
+        part = rows if subset == "test" else rows[rows[subset].astype(bool)]
+        row = {"Subset": subset.replace("_", "-"), "Frames": len(part), "Patients": part["patient_id"].nunique()}
+        row.update({label: _with_ci(headline[f"{subset}.{m}"]) for m, label in _METRIC_NAMES.items()})
+        table.append(row)
+    return pd.DataFrame(table)

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from cag_utils.cnn.data import FrameDataset, build_transform, check_frames, defa
 from cag_utils.cnn.evaluate import classification_metrics
 from cag_utils.cnn.model import build_model
 from cag_utils.labels import CLASSES
-from cag_utils.seed import seed_everything
+from cag_utils.seed import seed_everything, set_threads
 
 __all__ = ["DEFAULT_CONFIG", "PAPER_CONFIG", "TrainResult", "load_trained", "resolve_config", "train_classifier"]
 
@@ -72,7 +73,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "augment": "trivialaugment",
     "label_smoothing": 0.0,
     "mixed_precision": "no",  # "no" | "bf16" | "fp16"
-    "max_minutes": None,  # wall-clock budget for this call, checked between epochs
+    "max_minutes": None,  # wall-clock guard for this call, checked between epochs: stops loudly, status "truncated"
+    "threads": None,  # torch intra-op CPU threads (None: torch default); part of the result on a CPU
     "mean": None,  # None = ImageNet statistics for in_chans (data.default_mean_std)
     "std": None,
     "cpu": False,  # force CPU even when a GPU is present
@@ -92,7 +94,11 @@ _ARCH_KEYS: tuple[str, ...] = ("model_name", "model_kwargs", "input_size", "in_c
 
 @dataclass
 class TrainResult:
-    """Outcome of ``train_classifier``. ``status``: completed | time_budget | no_data."""
+    """Outcome of ``train_classifier``. ``status``: completed | truncated | no_data.
+
+    ``truncated``: the wall-clock guard ``max_minutes`` stopped training before ``epochs``;
+    such a result depends on the machine's speed and is not a reproduction of the config.
+    """
 
     out_dir: Path
     status: str
@@ -181,6 +187,7 @@ def train_classifier(
     cfg = resolve_config(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg["threads"])
     accelerator = _make_accelerator(cfg["mixed_precision"], cfg["cpu"])
     main = accelerator.is_main_process
     t_start = time.perf_counter()
@@ -220,7 +227,7 @@ def train_classifier(
         history, start_epoch = list(state["history"]), int(state["epochs_completed"])
         best_epoch = state["best_epoch"]
         best_f1 = -math.inf if best_epoch is None else history[best_epoch - 1]["val_macro_f1"]
-        accelerator.print(f"resuming {out_dir} after epoch {start_epoch}")
+        accelerator.print(f"resuming {out_dir.name} after epoch {start_epoch}")  # no machine paths in outputs
 
     mean, std = cfg["mean"], cfg["std"]
     if mean is None or std is None:
@@ -298,8 +305,12 @@ def train_classifier(
 
         elapsed = time.perf_counter() - t_start
         if budget_s is not None and epoch + 1 < cfg["epochs"] and elapsed + row["seconds"] > budget_s:
-            status = "time_budget"  # the next epoch would overrun the budget: stop at a clean boundary
-            accelerator.print(f"stopping after epoch {epoch + 1}: max_minutes={cfg['max_minutes']} reached")
+            # A guard, not a budget: the result now depends on the machine's speed. Say so loudly;
+            # a rerun with the same out_dir resumes from here.
+            status = "truncated"
+            warnings.warn(f"TRAINING TRUNCATED after epoch {epoch + 1} of {cfg['epochs']}: the wall-clock guard "
+                          f"max_minutes={cfg['max_minutes']} was reached; this result is not the config's",
+                          RuntimeWarning, stacklevel=2)
             break
 
     return TrainResult(

@@ -1,0 +1,69 @@
+"""Does a re-execution give the committed numbers? The check behind `make test`.
+
+A results JSON carries two blocks that the check reads (``results.exact`` and
+``results.headline``); a re-executed notebook passes when
+- every value of ``exact`` (counts, statuses) is equal to the committed one, and
+- every ``headline`` estimate lies inside the committed 95 % interval and, where the seed
+  spread of that metric has been measured (``results/variance_<notebook>.json``, written
+  by ``benchmarks/seed_spread.py``), within ``K_SD`` seed standard deviations of the
+  committed estimate. A metric whose seed spread is 0 must match exactly.
+
+On the machine kind that made the committed results the re-execution is bit-identical
+(``tests/test_reexecution.py`` also says whether it was); the tolerance is for platforms
+whose floating-point kernels differ.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+K_SD = 3.0
+
+__all__ = ["K_SD", "check_reexecution", "load_spread", "tolerance_table"]
+
+
+def load_spread(results_folder: Path, notebook: str) -> dict[str, dict[str, float]]:
+    """Seed spread per headline metric ({} when the benchmark has not been run)."""
+    path = Path(results_folder) / f"variance_{notebook}.json"
+    return json.loads(path.read_text())["results"]["metrics"] if path.is_file() else {}
+
+
+def _tolerance(sd: float | None) -> float | None:
+    return None if sd is None else K_SD * sd
+
+
+def check_reexecution(committed: dict[str, Any], rerun: dict[str, Any],
+                      spread: dict[str, dict[str, float]] | None = None) -> list[str]:
+    """Problems of a re-execution against the committed results file (empty list: it passes)."""
+    spread = spread or {}
+    c, r = committed["results"], rerun["results"]
+    problems = []
+    for key, value in c.get("exact", {}).items():
+        if r.get("exact", {}).get(key) != value:
+            problems.append(f"exact {key}: committed {value!r}, re-execution {r.get('exact', {}).get(key)!r}")
+    for name, ref in c.get("headline", {}).items():
+        got = r.get("headline", {}).get(name, {}).get("estimate")
+        if got is None or (isinstance(got, float) and math.isnan(got)):
+            problems.append(f"headline {name}: missing in the re-execution")
+            continue
+        low, high = ref["ci_low"], ref["ci_high"]
+        if low is not None and high is not None and not (low - 1e-12 <= got <= high + 1e-12):
+            problems.append(f"headline {name}: {got:.4f} outside the committed interval [{low:.4f}, {high:.4f}]")
+        tol = _tolerance(spread.get(name, {}).get("sd"))
+        if tol is not None and abs(got - ref["estimate"]) > tol + 1e-12:
+            problems.append(f"headline {name}: {got:.4f} differs from the committed {ref['estimate']:.4f} "
+                            f"by more than {K_SD:g} seed sd ({tol:.4f})")
+    return problems
+
+
+def tolerance_table(committed: dict[str, Any], spread: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    """One row per headline metric: committed estimate, interval, seed sd and the tolerance (README, paper)."""
+    spread = spread or {}
+    rows = []
+    for name, ref in committed["results"].get("headline", {}).items():
+        sd = spread.get(name, {}).get("sd")
+        rows.append({"metric": name, "estimate": ref["estimate"], "ci_low": ref["ci_low"], "ci_high": ref["ci_high"],
+                     "seed_sd": sd, "tolerance": _tolerance(sd)})
+    return rows

@@ -1,0 +1,79 @@
+"""The rule that tests never write into the repository (this file sits at the root so that
+`pytest notebooks/` obeys it too).
+
+Before anything of cag_utils is imported, `$CAG_OUTPUT_ROOT` points at a fresh temporary
+folder for the whole session: the notebooks that nbval re-executes (their kernels inherit
+the variable), the pipeline and every helper write results/, figures/ and data/work/ there.
+`tests/test_reexecution.py` then compares those re-executed results with the committed
+ones; it runs after the notebooks (tests marked `after_notebooks` are moved to the end).
+Set `CAG_TEST_OUTPUT_ROOT` to keep the session's outputs in a folder of your choice.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent
+_KEEP = os.environ.get("CAG_TEST_OUTPUT_ROOT")
+OUTPUT_ROOT = Path(_KEEP or tempfile.mkdtemp(prefix="cag-test-"))
+OUTPUT_ROOT.mkdir(parents=True, exist_ok=True)
+os.environ["CAG_OUTPUT_ROOT"] = str(OUTPUT_ROOT)
+
+
+def git_status() -> str:
+    """`git status --porcelain` of the repository ('' outside git)."""
+    try:
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                              capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "after_notebooks: runs after nbval has re-executed the notebooks")
+    config.stash[STATUS_KEY] = git_status()
+
+
+STATUS_KEY = pytest.StashKey[str]()
+NOTEBOOKS_KEY = pytest.StashKey[set]()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Move `after_notebooks` tests behind the nbval items; note which notebooks will be re-executed."""
+    late = [i for i in items if i.get_closest_marker("after_notebooks")]
+    items[:] = [i for i in items if not i.get_closest_marker("after_notebooks")] + late
+    config.stash[NOTEBOOKS_KEY] = {Path(str(i.path)).stem for i in items if str(i.path).endswith(".ipynb")}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not _KEEP:
+        shutil.rmtree(OUTPUT_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def output_root() -> Path:
+    """The session's output root (what `$CAG_OUTPUT_ROOT` points at)."""
+    return OUTPUT_ROOT
+
+
+@pytest.fixture(scope="session")
+def reexecuted_notebooks(request) -> set[str]:
+    """Stems of the notebooks nbval re-executes in this session (empty when only tests/ ran)."""
+    return request.config.stash.get(NOTEBOOKS_KEY, set())
+
+
+@pytest.fixture(scope="session")
+def status_at_start(request) -> str:
+    """`git status --porcelain` when the session started."""
+    return request.config.stash[STATUS_KEY]
+
+
+@pytest.fixture(scope="session")
+def status_now():
+    """A function giving `git status --porcelain` now."""
+    return git_status
