@@ -36,16 +36,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import signal
 import sys
-import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import nbformat
 import papermill as pm
@@ -53,6 +48,9 @@ import papermill as pm
 from cag_utils.config import (
     DEFAULT_PROFILE, REPO_ROOT, ConfigError, output_root, key_sections, load_profile, output_subdir,
     parse_override, profile_path, validate_overrides,
+)
+from cag_utils.staging import (
+    Terminated, deferred_signals, kernel_output_root, new_stage, place, remove_stage, sigterm_raises, stamp,
 )
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -343,46 +341,7 @@ def _outputs_problem(outputs: Mapping[str, str] | None, layout: Layout) -> str:
     return ""
 
 
-# ---------------------------------------------------------------- staging and signals
-
-def _stamp(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
-def _new_stage(work_root: Path, profile: str, step: Step, read_results: Sequence[Path]) -> tuple[Path, dict]:
-    """A fresh output root for one step, and the stamps of the results copied into it.
-
-    Its data/work links the real data/work (shared caches, resumable checkpoints). The results
-    that steps read are copied in (copies, not links: a notebook may rewrite a file in place);
-    only files the step writes differ from these stamps and count as its outputs.
-    """
-    parent = Path(work_root) / profile / "staging"
-    parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f"{step.name}-", dir=parent))
-    (stage / "data").mkdir()
-    (stage / "data" / "work").symlink_to(Path(work_root).resolve(), target_is_directory=True)
-    results = stage / "results" / output_subdir(profile)
-    results.mkdir(parents=True)
-    for folder in reversed(read_results):
-        for path in sorted(folder.glob("*")) if folder.is_dir() else []:
-            if path.is_file():
-                shutil.copyfile(path, results / path.name)
-    return stage, {p: _stamp(p) for p in results.iterdir()}
-
-
-def _remove_stage(stage: Path) -> None:
-    (stage / "data" / "work").unlink(missing_ok=True)   # the link first: never walk the real data/work
-    shutil.rmtree(stage, ignore_errors=True)
-
-
-def _place(src: Path, dest: Path) -> None:
-    """Copy then rename, so `dest` is either the old file or the whole new one."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.partial")
-    shutil.copyfile(src, partial)
-    os.replace(partial, dest)
-
+# ---------------------------------------------------------------- committing a step
 
 def _commit(stage: Path, stamps: Mapping[Path, tuple[int, int, int]], layout: Layout,
             previous: Mapping[str, str]) -> dict[str, str]:
@@ -395,66 +354,14 @@ def _commit(stage: Path, stamps: Mapping[Path, tuple[int, int, int]], layout: La
     for kind in layout.roots:
         base = stage / kind
         for src in sorted(p for p in base.rglob("*") if p.is_file()) if base.is_dir() else []:
-            if stamps.get(src) != _stamp(src):
+            if stamps.get(src) != stamp(src):
                 key = f"{kind}/{src.relative_to(base).as_posix()}"
                 outputs[key] = _digest(src.read_bytes())
-                _place(src, layout.path(key))
+                place(src, layout.path(key))
     for key in sorted(set(previous) - set(outputs)):
         if key.split("/", 1)[0] in layout.roots:
             layout.path(key).unlink(missing_ok=True)
     return outputs
-
-
-@contextmanager
-def _kernel_output_root(stage: Path) -> Iterator[None]:
-    """The kernel inherits the environment: its cag_utils.config.output_root() is the stage."""
-    previous = os.environ.get("CAG_OUTPUT_ROOT")
-    os.environ["CAG_OUTPUT_ROOT"] = str(stage)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("CAG_OUTPUT_ROOT", None)
-        else:
-            os.environ["CAG_OUTPUT_ROOT"] = previous
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that the staging folder is cleaned up and outputs stay whole."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(signal.Signals(signum).name)
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM (kill, a job scheduler's time limit) into `Terminated` while steps run."""
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
-    try:
-        yield
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Ctrl-C or SIGTERM while outputs move into place takes effect once they all have."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    handlers = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        if caught:
-            signal.raise_signal(caught[0])
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -551,7 +458,7 @@ def run_pipeline(
                                        "seconds": round(seconds, 1), "outputs": outputs}
             _save_manifest(layout.manifest, manifest)
 
-        with _sigterm_raises():
+        with sigterm_raises():
             outcome = _run_step(step, params, layout, work_root, profile, notebooks_dir, kernel_name,
                                 cell_timeout, log, recorded.get("outputs") or {}, record)
         if outcome.status == "ok" and not results_json.is_file():
@@ -567,12 +474,12 @@ def _run_step(step: Step, params: Mapping[str, Any], layout: Layout, work_root: 
     `record` them in the manifest (both before a Ctrl-C or SIGTERM that arrives meanwhile)."""
     sub = output_subdir(profile)
     t0 = time.perf_counter()
-    stage, stamps = _new_stage(work_root, profile, step, layout.read_results)
+    stage, stamps = new_stage(work_root, profile, step.name, layout.read_results)
     staged = stage / "notebooks" / sub / step.path.name
     try:
         staged.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with _kernel_output_root(stage):
+            with kernel_output_root(stage):
                 pm.execute_notebook(
                     step.path, staged, parameters=dict(params), kernel_name=kernel_name, cwd=notebooks_dir,
                     execution_timeout=cell_timeout, progress_bar=False, log_output=False,
@@ -597,14 +504,14 @@ def _run_step(step: Step, params: Mapping[str, Any], layout: Layout, work_root: 
                                kept if executed is not None else None, message)
         seconds = time.perf_counter() - t0
         _strip_output(staged)
-        with _signals_deferred():
+        with deferred_signals():
             outputs = _commit(stage, stamps, layout, previous)
             record(outputs, seconds)
         lost = sorted(p.name for p in stage.iterdir() if p.name not in (*layout.roots, "data"))
         if lost:
             log(f"[{step.name}] warning: it wrote {', '.join(lost)} outside results/ and figures/; not kept")
     finally:
-        _remove_stage(stage)
+        remove_stage(stage)
     log(f"[{step.name}] ok in {seconds:.1f} s")
     return StepOutcome(step.name, step.section, "ok", seconds, layout.roots["notebooks"] / sub / step.path.name,
                        outputs=outputs)
