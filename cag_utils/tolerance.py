@@ -21,7 +21,18 @@ from typing import Any
 
 K_SD = 3.0
 
-__all__ = ["K_SD", "check_reexecution", "load_spread", "tolerance_table"]
+__all__ = ["K_SD", "TIMING_KEYS", "check_reexecution", "load_spread", "tolerance_table", "without_timings"]
+# Keys whose values are wall-clock measurements, wherever they sit in a results file.
+TIMING_KEYS = frozenset({"timing", "seconds", "wall_time_s"})
+
+
+def without_timings(obj: Any) -> Any:
+    """A copy of a results record without its timings (what two runs of one commit may differ in)."""
+    if isinstance(obj, dict):
+        return {k: without_timings(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [without_timings(v) for v in obj]
+    return obj
 
 
 def load_spread(results_folder: Path, notebook: str) -> dict[str, dict[str, float]]:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from cag_utils.tolerance import check_reexecution, load_spread
+from cag_utils.tolerance import check_reexecution, load_spread, without_timings
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"
@@ -30,9 +30,9 @@ def _load(path: Path) -> dict:
 
 
 def _comparable(record: dict) -> dict:
-    """The record without what may differ between runs of one commit: timings."""
-    record = json.loads(json.dumps(record))
-    record["provenance"].pop("timing", None)
+    """The record without what may differ between two runs: timings, and the commit named."""
+    record = without_timings(record)
+    record["provenance"].pop("git_sha", None)
     return record
 
 
@@ -79,10 +79,7 @@ def test_reexecution_within_tolerance(name, output_root, reexecuted_notebooks):
     committed, rerun = _load(RESULTS / f"{name}.json"), _load(rerun_path)
     problems = check_reexecution(committed, rerun, load_spread(RESULTS, name))
     assert not problems, f"{name} re-executed outside the tolerance:\n" + "\n".join(problems)
-    same = _comparable(committed) == {**_comparable(rerun),
-                                      "provenance": {**_comparable(rerun)["provenance"],
-                                                     "git_sha": committed["provenance"]["git_sha"]}}
-    if not same:
+    if _comparable(committed) != _comparable(rerun):
         warnings.warn(f"{name}: re-execution within tolerance but not bit-identical to the committed results")
 
 

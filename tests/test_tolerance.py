@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 
-from cag_utils.tolerance import K_SD, check_reexecution, tolerance_table
+from cag_utils.tolerance import K_SD, check_reexecution, tolerance_table, without_timings
 
 COMMITTED = {"results": {
     "exact": {"n_test": 600, "training_status": "completed"},
@@ -50,3 +50,10 @@ def test_tolerance_table():
     rows = {r["metric"]: r for r in tolerance_table(COMMITTED, SPREAD)}
     assert rows["test.laterality_f1"]["tolerance"] == K_SD * 0.01
     assert tolerance_table(COMMITTED)[0]["tolerance"] is None
+
+
+def test_without_timings_drops_timings_only():
+    record = {"results": {"series": {"history": [{"epoch": 1, "seconds": 4.2}]}, "timing": {"tokens_per_s": 9}},
+              "provenance": {"timing": {"wall_time_s": 3.0}, "git_sha": "abc"}}
+    assert without_timings(record) == {"results": {"series": {"history": [{"epoch": 1}]}},
+                                       "provenance": {"git_sha": "abc"}}
