@@ -9,6 +9,11 @@ fingerprint being a hash of the data settings, and notebook 01 records it in its
 (`exact.dataset`). Later notebooks find their data through that record, so a run with other
 data settings (an override run, `runs/<name>/`) never replaces the data that the committed
 results were made from.
+
+Real data: the secret salt is resolved first (`deid.resolve_salt`; the committed salt is
+refused), then both cohorts are found and the labels and reports are checked against the
+files found; their bad rows are printed by line and saved as `problems.csv` beside the
+cohorts before any pixel is decoded.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import pandas as pd
 
 from cag_utils import ingest
 from cag_utils.config import REPO_ROOT, results_dir, work_dir
+from cag_utils.deid import resolve_salt
 from cag_utils.splits import patient_split
 from cag_utils.synth.cohort import GENERATOR_KEYS, generate_cohort
 
@@ -44,6 +50,9 @@ def source_paths(cfg: dict[str, Any], progress: bool = True) -> tuple[Path, Path
         if not root.is_dir():
             raise FileNotFoundError(f"parameter 'dicom_dir': folder {cfg['dicom_dir']!r} does not exist")
         opt = lambda key: (REPO_ROOT / cfg[key]).resolve() if cfg[key] else None  # noqa: E731
+        for key in ("labels_csv", "reports_jsonl"):
+            if opt(key) is not None and not opt(key).is_file():
+                raise FileNotFoundError(f"parameter {key!r}: file {cfg[key]!r} does not exist")
         return root, opt("labels_csv"), opt("reports_jsonl")
     raise ValueError(f"parameter 'data_source' must be 'synthetic' or 'dicom_dir', got {cfg['data_source']!r}")
 
@@ -55,26 +64,42 @@ def sampling_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def build_dataset(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     """Ingest both cohorts, add patient splits (annotation cohort) and save under data/work."""
+    salt = resolve_salt(cfg)  # real data without a secret salt stops here, before any file is read
     root, labels_csv, reports_jsonl = source_paths(cfg, progress)
-    labels = ingest.read_labels(labels_csv)
+    exams = {cohort: ingest.find_exams(root, cohort) for cohort in COHORTS}
+    found = {f: e.n_frames[f] for found_exams in exams.values() for e in found_exams for f in e.files}
+    labels, problems = ingest.check_labels(ingest.read_labels(labels_csv), found,
+                                           labels_csv.name if labels_csv else "labels.csv")
+    keys = {k for found_exams in exams.values() for e in found_exams for k in e.keys}
+    problems += ingest.check_reports(reports_jsonl, keys)[1]
+    processed = work_dir(cfg["profile"]) / "processed" / data_fingerprint(cfg)
+    if problems:
+        print(f"{len(problems)} rows of labels/reports left out (also in processed/{processed.name}/problems.csv):")
+        for p in problems:
+            print(f"  {p['source']} line {p['line']}: {p['problem']}")
+    processed.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(problems, columns=["source", "line", "problem"]).to_csv(processed / "problems.csv", index=False)
     out: dict[str, Any] = {}
     for cohort in COHORTS:
-        res = ingest.ingest_cohort(root, cohort, labels, cfg["deid_salt"], sampling_kwargs(cfg),
-                                   workers=cfg["num_workers"], progress=progress)
+        res = ingest.ingest_cohort(root, cohort, labels, salt, sampling_kwargs(cfg),
+                                   workers=cfg["num_workers"], progress=progress, exams=exams[cohort])
         table = res["table"]
         if len(table):
             table["split"] = (patient_split(table["patient_id"], tuple(cfg["split_fractions"]), cfg["seed"])
                               if cohort == "annotation" else cohort)
         res["reports"] = ingest.read_reports(reports_jsonl, res.pop("exam_ids"))
-        ingest.save_dataset(work_dir(cfg["profile"]) / "processed" / data_fingerprint(cfg) / cohort, res["frames"],
+        ingest.save_dataset(processed / cohort, res["frames"],
                             {"frames": table, "runs": res["runs"], "reports": res["reports"], "rejects": res["rejects"]})
         out[cohort] = res
     return out
 
 
 def data_fingerprint(cfg: dict[str, Any]) -> str:
-    """12 hex digits naming the processed cohorts of these data settings."""
+    """12 hex digits naming the processed cohorts of these data settings (for real data the
+    secret salt enters as a hash, so the pseudonyms it makes get their own folder)."""
     settings = {k: cfg[k] for k in DATA_KEYS}
+    if cfg["data_source"] == "dicom_dir":
+        settings["deid_salt"] = hashlib.sha256(resolve_salt(cfg).encode()).hexdigest()
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -23,6 +23,12 @@ this module follows, a subset of Table E.1-1 covering what an XA header carries)
   * PatientIdentityRemoved = YES, LongitudinalTemporalInformationModified = MODIFIED,
     DeidentificationMethod and DeidentificationMethodCodeSequence are set.
 The patient key is the original PatientID, else PatientName, else StudyInstanceUID.
+
+The salt (`resolve_salt`): the profile's committed `deid_salt` serves synthetic data only.
+For real exams (`data_source: dicom_dir`) it comes from the environment variable
+CAG_DEID_SALT or from the file `deid_salt_file` outside the repository, and a run that
+would use a committed salt stops before reading any file (anyone holding the repository
+could otherwise recompute a pseudonym from a patient ID).
 Not handled (the caller's job): text burned into pixels (BurnedInAnnotation), free text in
 attributes outside the table (Annex E's "C" clean actions are treated as X here).
 """
@@ -30,15 +36,21 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-__all__ = ["ACTIONS", "Pseudonymizer", "deidentify", "DATE_SHIFT_RANGE"]
+__all__ = ["ACTIONS", "Pseudonymizer", "deidentify", "DATE_SHIFT_RANGE", "SALT_ENV", "SaltError", "resolve_salt"]
 
 DATE_SHIFT_RANGE: tuple[int, int] = (-365, -1)  # inclusive, days
 
@@ -178,3 +190,53 @@ def deidentify(ds: Dataset, p: Pseudonymizer) -> Dataset:
         codes.append(item)
     out.DeidentificationMethodCodeSequence = codes
     return out
+
+
+# --------------------------------------------------------------------------- the salt of real data
+SALT_ENV = "CAG_DEID_SALT"
+MIN_SALT_LENGTH = 16
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SaltError(ValueError):
+    """No usable secret salt for real data; the message says what to set."""
+
+
+def _committed_salts() -> set[str]:
+    salts = set()
+    for profile in (_REPO_ROOT / "configs" / "profiles").glob("*.yaml"):
+        common = (yaml.safe_load(profile.read_text(encoding="utf-8")) or {}).get("common") or {}
+        salts.add(str(common.get("deid_salt", "")))
+    return salts - {""}
+
+
+def resolve_salt(cfg: Mapping[str, Any]) -> str:
+    """The salt of this run's pseudonyms: the profile's `deid_salt` for synthetic data; for
+    `data_source: dicom_dir`, $CAG_DEID_SALT or else the file `deid_salt_file` (outside the
+    repository; a relative path is taken from the repository root). SaltError otherwise."""
+    if cfg["data_source"] != "dicom_dir":
+        return str(cfg["deid_salt"])
+    how = (f"Set the environment variable {SALT_ENV} (e.g. export {SALT_ENV}=$(python -c "
+           f"'import secrets; print(secrets.token_hex(16))')), or point the parameter deid_salt_file at a "
+           "file outside the repository that holds it. Keep it: the same salt gives the same pseudonyms.")
+    env, file = os.environ.get(SALT_ENV, "").strip(), str(cfg.get("deid_salt_file", "") or "")
+    if env:
+        salt, origin = env, f"${SALT_ENV}"
+    elif file:
+        path = (_REPO_ROOT / Path(file).expanduser()).resolve()
+        if path.is_relative_to(_REPO_ROOT):
+            raise SaltError(f"deid_salt_file {file!r} lies inside the repository, where it can end up in git; "
+                            "move it outside the repository")
+        if not path.is_file():
+            raise SaltError(f"deid_salt_file {file!r} does not exist")
+        salt, origin = path.read_text(encoding="utf-8").strip(), f"deid_salt_file {file!r}"
+    else:
+        raise SaltError("data_source is 'dicom_dir' (real exams) but no secret salt is set. The profile's "
+                        "deid_salt is committed to git and serves synthetic data only: with it anyone could "
+                        "recompute a patient's pseudonym from the patient ID. " + how)
+    if salt == str(cfg.get("deid_salt", "")) or salt in _committed_salts():
+        raise SaltError(f"the salt from {origin} is a deid_salt committed in configs/profiles; real data "
+                        "needs a secret one. " + how)
+    if len(salt) < MIN_SALT_LENGTH:
+        raise SaltError(f"the salt from {origin} has {len(salt)} characters; use at least {MIN_SALT_LENGTH}. " + how)
+    return salt

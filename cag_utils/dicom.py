@@ -7,11 +7,17 @@ SOP Common modules, uncompressed or compressed (RLE, JPEG 2000 lossless, JPEG ba
 JPEG-LS only where pydicom has an encoder).
 
 `read_xa` decodes any grayscale image storage file pydicom's handlers can decode
-(uncompressed LE, RLE, JPEG baseline/extended/lossless, JPEG 2000, JPEG-LS via pylibjpeg)
+(uncompressed LE, RLE, JPEG baseline/extended/lossless, JPEG 2000, HTJ2K, JPEG-LS via pylibjpeg)
 and returns 8-bit frames by one fixed rule, so intensities are comparable across runs:
 Modality LUT then VOI LUT (window or LUT sequence) where present, else the stored range
 [0, 2**BitsStored - 1] mapped linearly onto 0-255; MONOCHROME1 is inverted so contrast is
 always dark on bright. 8-bit MONOCHROME2 data without LUTs is passed through untouched.
+A grey image stored as colour (RGB or YBR whose channels carry one grey image, as viewers and
+secondary-capture exports write) is read as grey and flagged (`XARun.converted_from`); true
+colour is refused. A JPEG baseline/extended frame whose scan header says Se = 0 (a known
+encoder bug of older 12-bit XA archives, e.g. pydicom's JPEG-lossy.dcm) is decoded as
+Se = 63, as IJG libjpeg does, and noted in `XARun.repairs`. With `xa_cine_only=True` (the
+ingest) anything but a multi-frame XA image is refused from its header, before decoding.
 Errors are typed (`DicomReadError` subclasses) and name the file, never header values.
 """
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 import pydicom
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder, get_encoder
 from pydicom.tag import Tag
@@ -37,15 +43,18 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGExtended12Bit,
     JPEGLSLossless,
+    MediaStorageDirectoryStorage,
     RLELossless,
+    EnhancedXAImageStorage,
     XRayAngiographicImageStorage,
     generate_uid,
 )
 
 __all__ = [
     "ColourImageError", "DicomReadError", "MissingPixelDataError", "NoFramesError",
-    "NotDicomError", "TRANSFER_SYNTAXES", "TruncatedFileError", "UnsupportedImageError",
+    "NotDicomError", "NotXACineError", "TRANSFER_SYNTAXES", "TruncatedFileError", "UnsupportedImageError",
     "XARun", "encoder_available", "read_xa", "write_xa",
 ]
 
@@ -91,7 +100,7 @@ class MissingPixelDataError(DicomReadError):
 
 
 class ColourImageError(DicomReadError):
-    """SamplesPerPixel != 1 or a colour photometric interpretation (RGB, YBR_*, PALETTE COLOR)."""
+    """True colour: channels that differ, PALETTE COLOR, or SamplesPerPixel not 1 or 3."""
 
 
 class NoFramesError(DicomReadError):
@@ -100,6 +109,11 @@ class NoFramesError(DicomReadError):
 
 class UnsupportedImageError(DicomReadError):
     """A grayscale image this reader cannot decode (no decoder for the syntax, odd BitsAllocated)."""
+
+
+class NotXACineError(DicomReadError):
+    """Readable DICOM, but not a multi-frame XA image (a DICOMDIR, a report, another modality,
+    a single frame); raised only with `read_xa(..., xa_cine_only=True)`, before decoding."""
 
 
 # --------------------------------------------------------------------------- writer
@@ -257,6 +271,19 @@ class XARun:
     photometric: str  # as stored in the file (MONOCHROME1 frames are already inverted)
     n_frames: int
     dataset: Dataset
+    converted_from: str | None = None  # "RGB", "YBR_FULL", ...: a grey image stored as colour, read as grey
+    repairs: tuple[str, ...] = ()  # what was mended to decode it (e.g. a JPEG scan header)
+
+
+# Photometric interpretations a grey image can hide in (3 samples per pixel).
+GREY_CAPABLE_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+# Largest channel difference still read as grey after lossy compression, as a share of the
+# stored range (JPEG of a grey RGB image moves channels apart by a few levels); lossless: 0.
+GREY_TOLERANCE_LOSSY = 0.02
+_LOSSLESS_COMPRESSED = {"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.80",
+                        "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.201",
+                        "1.2.840.10008.1.2.4.202"}  # RLE, J2K/JPEG-LS/JPEG/HTJ2K lossless (+RPCL)
+_SOS_REPAIR = "JPEG scan header Se=0 read as 63 (sequential DCT), as IJG libjpeg does"
 
 
 def _read_dataset(path: Path) -> Dataset:
@@ -312,7 +339,59 @@ def _frame_time(ds: Dataset) -> float | None:
     return None
 
 
-def _decode(ds: Dataset, path: Path, ts: UID, n: int, rows: int, cols: int) -> np.ndarray:
+def _repair_scan_header(frame: bytes) -> bytes:
+    """A sequential-DCT JPEG (SOF0/SOF1) frame with its first scan's Ss, Se set to 0, 63.
+
+    Some 12-bit XA encoders wrote Se = 0; libjpeg refuses it, IJG libjpeg ignores Ss/Se in
+    sequential mode. Other frames come back unchanged."""
+    data, i, sequential = bytearray(frame), 2, False
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        sequential |= marker in (0xC0, 0xC1)
+        if marker == 0xDA:
+            spectral = i + 5 + 2 * data[i + 4]  # after Ns and the Ns component selectors
+            if sequential and spectral + 1 < len(data) and (data[spectral], data[spectral + 1]) != (0, 63):
+                data[spectral], data[spectral + 1] = 0, 63
+            break
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return bytes(data)
+
+
+def _decoder_plugin(ds: Dataset, path: Path, ts: UID) -> str:
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise UnsupportedImageError(path, f"pydicom has no decoder for {ts.name}") from None
+    if not decoder.is_available:
+        raise UnsupportedImageError(path, f"no decoder plugin for {ts.name} is installed")
+    # Pillow decodes 8-bit baseline JPEG ~3x faster than libjpeg; keep the default otherwise.
+    return "pillow" if ts == JPEGBaseline8Bit and "pillow" in decoder.available_plugins else ""
+
+
+def _decode_compressed(ds: Dataset, path: Path, ts: UID, n: int, as_rgb: bool | None = None
+                       ) -> tuple[np.ndarray, dict[str, Any], tuple[str, ...]]:
+    """(array, decoder meta, repairs) through pydicom's decoder and the pylibjpeg plugins."""
+    plugin = _decoder_plugin(ds, path, ts)
+    options: dict[str, Any] = {} if as_rgb is None else {"as_rgb": as_rgb}
+    repairs: tuple[str, ...] = ()
+    try:
+        if ts in (JPEGBaseline8Bit, JPEGExtended12Bit):  # mend a bad scan header before libjpeg sees it
+            first = bytes(next(generate_frames(ds.PixelData, number_of_frames=n)))
+            if _repair_scan_header(first) != first:
+                frames = [_repair_scan_header(bytes(f)) for f in generate_frames(ds.PixelData, number_of_frames=n)]
+                ds.PixelData = encapsulate(frames, has_bot=True)
+                plugin, repairs = "pylibjpeg", (_SOS_REPAIR,)
+        arr, meta = get_decoder(ts).as_array(ds, decoding_plugin=plugin, **options)
+        return arr, meta, repairs
+    except Exception as exc:
+        raise DicomReadError(path, f"{ts.name} pixel data could not be decoded ({type(exc).__name__}); "
+                                   "the file may be truncated or corrupt") from None
+
+
+def _decode(ds: Dataset, path: Path, ts: UID, n: int, rows: int, cols: int) -> tuple[np.ndarray, tuple[str, ...]]:
     bits_alloc, bits_stored = _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
     signed = _int(ds, "PixelRepresentation", 0) == 1
     if bits_alloc not in (8, 16) or not bits_stored or bits_stored > bits_alloc:
@@ -329,21 +408,44 @@ def _decode(ds: Dataset, path: Path, ts: UID, n: int, rows: int, cols: int) -> n
         if bits_alloc == 16 and bits_stored < 16:  # unused high bits may hold overlays / sign bits
             native, shift = arr.astype(np.int16 if signed else np.uint16), 16 - bits_stored
             arr = (native << shift) >> shift if signed else native & np.uint16(2**bits_stored - 1)
-        return arr
-    try:
-        decoder = get_decoder(ts)
-    except NotImplementedError:
-        raise UnsupportedImageError(path, f"pydicom has no decoder for {ts.name}") from None
-    if not decoder.is_available:
-        raise UnsupportedImageError(path, f"no decoder plugin for {ts.name} is installed")
-    # Pillow decodes 8-bit baseline JPEG ~3x faster than libjpeg; keep the default otherwise.
-    plugin = "pillow" if ts == JPEGBaseline8Bit and "pillow" in decoder.available_plugins else ""
-    try:
-        arr = pydicom.pixels.pixel_array(ds, decoding_plugin=plugin)
-    except Exception as exc:
-        raise DicomReadError(path, f"{ts.name} pixel data could not be decoded ({type(exc).__name__}); "
-                                   "the file may be truncated or corrupt") from None
-    return arr.reshape(n, rows, cols)
+        return arr, ()
+    arr, _, repairs = _decode_compressed(ds, path, ts, n)
+    return arr.reshape(n, rows, cols), repairs
+
+
+def _grey_from_colour(ds: Dataset, path: Path, ts: UID, n: int, rows: int, cols: int,
+                      photometric: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The grey image carried by an RGB/YBR image whose channels agree; ColourImageError otherwise."""
+    bits_alloc, bits = _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
+    if bits_alloc not in (8, 16) or not bits or bits > bits_alloc or _int(ds, "PixelRepresentation", 0):
+        raise ColourImageError(path, f"colour image ({photometric}, {bits_alloc}-bit samples)")
+    per_pixel = 2 if photometric == "YBR_FULL_422" else 3  # uncompressed 4:2:2 stores two samples a pixel
+    if not ts.is_compressed and len(ds.PixelData) < n * rows * cols * per_pixel * bits_alloc // 8:
+        raise TruncatedFileError(path, f"pixel data holds {len(ds.PixelData)} bytes, fewer than {n} frames "
+                                       f"of {rows}x{cols} {photometric} at {bits_alloc} bits (file truncated?)")
+    if ts.is_compressed:
+        arr, meta, repairs = _decode_compressed(ds, path, ts, n, as_rgb=False)
+    else:
+        try:
+            arr, meta = get_decoder(ts).as_array(ds, as_rgb=False)
+        except Exception as exc:
+            raise DicomReadError(path, f"{ts.name} colour pixel data could not be decoded "
+                                       f"({type(exc).__name__})") from None
+        repairs = ()
+    a = arr.reshape(n, rows, cols, 3).astype(np.int32)
+    space = str(meta.get("photometric_interpretation", photometric))  # the decoder may convert YBR to RGB
+    lossless = str(ts) in _LOSSLESS_COMPRESSED or not ts.is_compressed
+    tol = 0 if lossless and ds.get("LossyImageCompression", "00") != "01" else round(GREY_TOLERANCE_LOSSY * (2**bits - 1))
+    if space == "RGB":
+        spread = max(int(np.abs(a[..., 0] - a[..., 1]).max()), int(np.abs(a[..., 1] - a[..., 2]).max()))
+        grey = (a.sum(axis=-1) + 1) // 3
+    else:  # YBR: grey when both chroma channels sit at neutral (0 for RCT, mid-range otherwise)
+        neutral = 0 if space == "YBR_RCT" else 2 ** (bits - 1)
+        spread, grey = int(np.abs(a[..., 1:] - neutral).max()), a[..., 0]
+    if spread > tol:
+        raise ColourImageError(path, f"colour image ({photometric}; channels differ by up to {spread}, "
+                                     f"more than the {tol} a grey image allows)")
+    return grey.astype(np.uint8 if bits_alloc == 8 else np.uint16), repairs
 
 
 def _fixed_lut(bits_stored: int) -> np.ndarray:
@@ -361,13 +463,18 @@ def _window(x: np.ndarray, center: float, width: float, function: str) -> np.nda
     return ((x - (center - 0.5)) / max(width - 1.0, 1e-6) + 0.5) * 255.0
 
 
-def _to_uint8(arr: np.ndarray, ds: Dataset) -> np.ndarray:
+def _to_uint8(arr: np.ndarray, ds: Dataset, from_colour: bool = False) -> np.ndarray:
+    """Stored values -> uint8 by the fixed rule; a grey image read from colour gets the stored
+    range only (colour images carry no grey LUTs) and is never inverted."""
     bits = int(ds.BitsStored)
     signed = _int(ds, "PixelRepresentation", 0) == 1
     slope, intercept = _float(ds, "RescaleSlope"), _float(ds, "RescaleIntercept")
     has_modality = "ModalityLUTSequence" in ds or (slope not in (None, 1.0)) or (intercept not in (None, 0.0))
     center, width = _float(ds, "WindowCenter"), _float(ds, "WindowWidth")
     has_voi_seq = "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0
+    if from_colour:
+        has_modality = has_voi_seq = False
+        center = width = None
     if not has_modality and not has_voi_seq and (center is None or width is None):
         if bits == 8 and not signed and arr.dtype == np.uint8:
             out = arr  # fast path: no float math, no copy beyond decoding
@@ -387,23 +494,48 @@ def _to_uint8(arr: np.ndarray, ds: Dataset) -> np.ndarray:
             lo, hi = np.sort(np.asarray(apply_modality_lut(lo_hi, ds), dtype=np.float64))
             y = (np.asarray(x, dtype=np.float32) - lo) * (255.0 / max(hi - lo, 1e-6))
         out = np.clip(np.rint(y), 0, 255).astype(np.uint8)
-    if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
+    if not from_colour and str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
         out = 255 - out
     return np.ascontiguousarray(out) if out.flags.writeable else out.copy()
 
 
-def read_xa(path: str | Path) -> XARun:
-    """Read a grayscale DICOM cine run (or single image) into 8-bit frames; see the module docstring."""
+def _check_xa_cine(ds: Dataset, path: Path) -> None:
+    """NotXACineError unless the header is that of a multi-frame XA image (the ingest's inputs)."""
+    sop = UID(str(ds.get("SOPClassUID", "") or ds.get("file_meta", Dataset()).get("MediaStorageSOPClassUID", "")))
+    if sop == MediaStorageDirectoryStorage:
+        raise NotXACineError(path, "a DICOMDIR (the index of the export), not an image")
+    modality = str(ds.get("Modality", "") or "").strip()
+    if sop not in (XRayAngiographicImageStorage, EnhancedXAImageStorage) and not (not sop and modality == "XA"):
+        kind = sop.name if sop and sop.name != str(sop) else "an unregistered SOP class" if sop else "no SOP class"
+        raise NotXACineError(path, f"not an XA cine run: {kind}, modality {modality or 'missing'}")
+    try:
+        n = _int(ds, "NumberOfFrames", 1)
+    except ValueError:
+        raise DicomReadError(path, "NumberOfFrames is not an integer") from None
+    if n == 1:
+        raise NotXACineError(path, "a single-frame XA image, not a cine run")
+
+
+def read_xa(path: str | Path, *, xa_cine_only: bool = False) -> XARun:
+    """Read a grayscale DICOM cine run (or single image) into 8-bit frames; see the module docstring.
+
+    xa_cine_only: refuse (NotXACineError, from the header alone) anything but a multi-frame XA image.
+    """
     path = Path(path)
     ds = _read_dataset(path)
+    if "PixelData" not in ds and _has_pixel_tag(path):  # pydicom drops encapsulated pixel data cut short
+        raise TruncatedFileError(path, "encapsulated pixel data ends before its sequence delimiter (file truncated)")
+    if xa_cine_only:
+        _check_xa_cine(ds, path)
     if "PixelData" not in ds:
-        if _has_pixel_tag(path):  # pydicom drops encapsulated pixel data cut short before its delimiter
-            raise TruncatedFileError(path, "encapsulated pixel data ends before its sequence delimiter (file truncated)")
         raise MissingPixelDataError(path, "no Pixel Data (7FE0,0010) element (not an image, or pixels stripped)")
-    if _int(ds, "SamplesPerPixel", 1) != 1:
-        raise ColourImageError(path, f"colour image ({_int(ds, 'SamplesPerPixel')} samples per pixel)")
+    samples = _int(ds, "SamplesPerPixel", 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    if samples not in (1, 3):
+        raise ColourImageError(path, f"colour image ({samples} samples per pixel)")
+    if samples == 1 and photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ColourImageError(path, f"colour photometric interpretation {photometric}")
+    if samples == 3 and photometric not in GREY_CAPABLE_COLOUR:
         raise ColourImageError(path, f"colour photometric interpretation {photometric}")
     rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
     if not rows or not cols:
@@ -415,8 +547,11 @@ def read_xa(path: str | Path) -> XARun:
     if n is None or n <= 0 or ds.PixelData is None or len(ds.PixelData) == 0:
         raise NoFramesError(path, "no frames (NumberOfFrames is 0 or the pixel data is empty)")
     ts = UID(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian))
-    stored = _decode(ds, path, ts, n, rows, cols)
-    frames = _to_uint8(stored, ds)
+    if samples == 3:
+        stored, repairs = _grey_from_colour(ds, path, ts, n, rows, cols, photometric)
+    else:
+        stored, repairs = _decode(ds, path, ts, n, rows, cols)
+    frames = _to_uint8(stored, ds, from_colour=samples == 3)
     del ds.PixelData
     return XARun(
         frames=frames,
@@ -429,4 +564,6 @@ def read_xa(path: str | Path) -> XARun:
         photometric=photometric,
         n_frames=n,
         dataset=ds,
+        converted_from=photometric if samples == 3 else None,
+        repairs=repairs,
     )

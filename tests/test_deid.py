@@ -139,3 +139,50 @@ def test_malformed_dates_are_emptied_not_kept() -> None:
 def test_action_table_uses_real_keywords() -> None:
     assert all(tag_for_keyword(kw) is not None for kw in ACTIONS)
     assert set(ACTIONS.values()) <= {"X", "Z", "K", "P"}
+
+
+# --------------------------------------------------------------------------- the salt of real data
+from cag_utils.config import REPO_ROOT, load_config  # noqa: E402
+from cag_utils.deid import SALT_ENV, SaltError, resolve_salt  # noqa: E402
+
+
+@pytest.fixture
+def real_cfg(monkeypatch):
+    monkeypatch.delenv(SALT_ENV, raising=False)
+    return {**load_config("smoke", "data"), "data_source": "dicom_dir"}
+
+
+def test_committed_salt_serves_synthetic_data_only(real_cfg, monkeypatch):
+    assert resolve_salt({**real_cfg, "data_source": "synthetic"}) == "compendium-smoke-salt"
+    with pytest.raises(SaltError, match="committed to git.*CAG_DEID_SALT.*deid_salt_file"):
+        resolve_salt(real_cfg)
+    for committed in ("compendium-smoke-salt", "compendium-paper-salt"):
+        monkeypatch.setenv(SALT_ENV, committed)
+        with pytest.raises(SaltError, match="committed in configs/profiles"):
+            resolve_salt(real_cfg)
+    monkeypatch.setenv(SALT_ENV, "short")
+    with pytest.raises(SaltError, match="at least 16"):
+        resolve_salt(real_cfg)
+
+
+def test_secret_salt_from_env_or_a_file_outside_the_repository(real_cfg, monkeypatch, tmp_path):
+    secret = tmp_path / "salt.txt"
+    secret.write_text("from-a-file-0123456789\n")
+    assert resolve_salt({**real_cfg, "deid_salt_file": str(secret)}) == "from-a-file-0123456789"
+    monkeypatch.setenv(SALT_ENV, "from-the-environment-42")
+    assert resolve_salt({**real_cfg, "deid_salt_file": str(secret)}) == "from-the-environment-42"  # env wins
+    monkeypatch.delenv(SALT_ENV)
+    with pytest.raises(SaltError, match="inside the repository"):
+        resolve_salt({**real_cfg, "deid_salt_file": "configs/profiles/smoke.yaml"})
+    with pytest.raises(SaltError, match="does not exist"):
+        resolve_salt({**real_cfg, "deid_salt_file": str(tmp_path / "missing")})
+    assert not str(secret).startswith(str(REPO_ROOT))
+
+
+def test_real_data_fingerprint_follows_the_secret_salt_without_storing_it(real_cfg, monkeypatch):
+    from cag_utils.dataset import data_fingerprint
+
+    monkeypatch.setenv(SALT_ENV, "first-secret-salt-000")
+    first = data_fingerprint(real_cfg)
+    monkeypatch.setenv(SALT_ENV, "second-secret-salt-000")
+    assert data_fingerprint(real_cfg) != first and re.fullmatch(r"[0-9a-f]{12}", first)

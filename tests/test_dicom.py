@@ -8,7 +8,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEGLosslessSV1, XRayAngiographicImageStorage
+from pydicom.uid import JPEGExtended12Bit, JPEGLosslessSV1, XRayAngiographicImageStorage
 
 from cag_utils.dicom import (
     ColourImageError,
@@ -16,6 +16,7 @@ from cag_utils.dicom import (
     MissingPixelDataError,
     NoFramesError,
     NotDicomError,
+    NotXACineError,
     TruncatedFileError,
     encoder_available,
     read_xa,
@@ -179,7 +180,7 @@ def test_bundled_compressed_match_uncompressed(name: str) -> None:
     np.testing.assert_array_equal(run.frames, reference.frames)
 
 
-def test_bundled_jpeg_lossless_rgb_is_refused() -> None:
+def test_bundled_jpeg_lossless_rgb_is_refused() -> None:  # true colour: channels differ
     path = bundled("SC_rgb_jpeg_gdcm.dcm")  # the wheel's only JPEG lossless (.70) file is RGB
     with pytest.raises(ColourImageError, match=str(path).replace("+", r"\+")):
         read_xa(path)
@@ -301,8 +302,8 @@ def test_error_colour(tmp_path: Path) -> None:
     path = _xa(tmp_path)
     ds = pydicom.dcmread(path)
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.PixelData = bytes(len(ds.PixelData) * 3)
-    ds.save_as(path)
+    ds.PixelData = np.random.default_rng(1).integers(0, 256, len(ds.PixelData) * 3, dtype=np.uint8).tobytes()
+    ds.save_as(path)  # true colour: the channels differ
     with pytest.raises(ColourImageError) as info:
         read_xa(path)
     _assert_clean_message(info.value, path)
@@ -321,3 +322,105 @@ def test_error_no_frames(tmp_path: Path) -> None:
 def test_errors_are_value_errors() -> None:
     for cls in (NotDicomError, TruncatedFileError, MissingPixelDataError, ColourImageError, NoFramesError):
         assert issubclass(cls, DicomReadError) and issubclass(cls, ValueError)
+
+
+# --------------------------------------------------------------------------- JPEG Extended, grey stored as colour
+def test_bundled_jpeg_extended_with_bad_scan_header_is_read() -> None:
+    """JPEG-lossy.dcm: 12-bit JPEG Extended whose scan header says Se=0 (libjpeg refuses it).
+    JPGExtended.dcm is the same stream with Se=63, so both must give the same frames."""
+    run = read_xa(bundled("JPEG-lossy.dcm"))
+    fixed = read_xa(bundled("JPGExtended.dcm"))
+    assert run.transfer_syntax_uid == JPEGExtended12Bit and run.bits_stored == 12
+    assert run.repairs and "Se=0" in run.repairs[0] and fixed.repairs == ()
+    np.testing.assert_array_equal(run.frames, fixed.frames)
+    assert len(np.unique(run.frames)) > 10  # an image (a dim whole-body scan), not a flat decode
+
+
+def _as_colour(path: Path, photometric: str, channels: np.ndarray) -> Path:
+    """Rewrite an uncompressed XA file to hold `channels` (F,H,W,3) as `photometric`."""
+    ds = pydicom.dcmread(path)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, photometric, 0
+    ds.PixelData = np.ascontiguousarray(channels, dtype=np.uint8).tobytes()
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
+    return path
+
+
+def test_grey_stored_as_rgb_is_read_and_flagged(tmp_path: Path) -> None:
+    frames = frames_for(8)
+    path = _as_colour(write_xa(tmp_path / "rgb.dcm", frames), "RGB", np.repeat(frames[..., None], 3, -1))
+    run = read_xa(path)
+    assert run.converted_from == "RGB" and run.photometric == "RGB"
+    np.testing.assert_array_equal(run.frames, frames)
+
+
+def test_grey_stored_as_ybr_full_is_read_and_flagged(tmp_path: Path) -> None:
+    frames = frames_for(8)
+    ybr = np.stack([frames, np.full_like(frames, 128), np.full_like(frames, 128)], axis=-1)
+    run = read_xa(_as_colour(write_xa(tmp_path / "ybr.dcm", frames), "YBR_FULL", ybr))
+    assert run.converted_from == "YBR_FULL"
+    np.testing.assert_array_equal(run.frames, frames)
+
+
+def test_grey_rgb_through_lossy_jpeg_is_read(tmp_path: Path) -> None:
+    """A viewer export: grey frames saved as colour JPEG (YCbCr 4:2:0 inside)."""
+    from PIL import Image
+
+    frames = smooth_frames()
+    path = write_xa(tmp_path / "j.dcm", frames)
+    ds = pydicom.dcmread(path)
+    encoded = []
+    for frame in frames:
+        buf = __import__("io").BytesIO()
+        Image.fromarray(np.repeat(frame[..., None], 3, -1)).save(buf, format="JPEG", quality=90)
+        encoded.append(buf.getvalue())
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.PixelData = encapsulate(encoded, has_bot=True)
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit
+    ds.save_as(path)
+    run = read_xa(path)
+    assert run.converted_from == "YBR_FULL_422"
+    assert np.abs(run.frames.astype(int) - frames).mean() < 1.5
+
+
+def test_grey_rgb_in_jpeg2000_lossless_is_read_exactly(tmp_path: Path) -> None:
+    frames = frames_for(8, n=2)
+    path = _as_colour(write_xa(tmp_path / "k.dcm", frames), "RGB", np.repeat(frames[..., None], 3, -1))
+    ds = pydicom.dcmread(path)
+    ds.compress(pydicom.uid.JPEG2000Lossless, encoding_plugin="pylibjpeg")  # RGB -> YBR_RCT (MCT)
+    ds.save_as(path)
+    run = read_xa(path)
+    assert run.converted_from in ("YBR_RCT", "RGB")
+    np.testing.assert_array_equal(run.frames, frames)
+
+
+@pytest.mark.parametrize("name", ["SC_rgb.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_ybr_full_422_uncompressed.dcm",
+                                  "SC_rgb_rle_16bit.dcm", "examples_jpeg2k.dcm", "SC_rgb_jpeg_gdcm.dcm"])
+def test_bundled_true_colour_is_refused(name: str) -> None:
+    with pytest.raises(ColourImageError, match="channels differ"):
+        read_xa(bundled(name))
+
+
+def test_true_colour_refused_even_when_nearly_grey(tmp_path: Path) -> None:
+    frames = frames_for(8)
+    rgb = np.repeat(frames[..., None], 3, -1)
+    rgb[0, 5, 5] = [255, 0, 0]  # one red pixel (burned-in colour annotation): not a grey image
+    with pytest.raises(ColourImageError, match="channels differ"):
+        read_xa(_as_colour(write_xa(tmp_path / "c.dcm", frames), "RGB", rgb))
+
+
+# --------------------------------------------------------------------------- the ingest's XA-cine filter
+def test_xa_cine_only_refuses_by_header(tmp_path: Path) -> None:
+    cine = write_xa(tmp_path / "cine.dcm", frames_for(8))
+    assert read_xa(cine, xa_cine_only=True).n_frames == 3
+    single = write_xa(tmp_path / "one.dcm", frames_for(8)[0])
+    with pytest.raises(NotXACineError, match="single-frame"):
+        read_xa(single, xa_cine_only=True)
+    assert read_xa(single).n_frames == 1  # still readable as an image
+    rf = edit(write_xa(tmp_path / "rf.dcm", frames_for(8)), Modality="RF",
+              SOPClassUID=pydicom.uid.XRayRadiofluoroscopicImageStorage)
+    with pytest.raises(NotXACineError, match="Radiofluoroscopic.*modality RF"):
+        read_xa(rf, xa_cine_only=True)
+    with pytest.raises(NotXACineError, match="not an XA cine run"):
+        read_xa(bundled("CT_small.dcm"), xa_cine_only=True)
