@@ -171,22 +171,27 @@ def render_table(header: list[str], rows: list[list[Any]], source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_floats(notebook: str, tables: list[tuple[str, str]], figures: list[str]) -> str:
-    """Table floats (input the tabulars) and figure floats of one notebook."""
-    label = escape_latex(notebook)
+def render_floats(notebook: str, tables: list[tuple[str, str]], figures: list[str],
+                  captions: dict[str, str] | None = None) -> str:
+    """Table and figure floats of one notebook; captions from the results file (``Run.figure(caption=)``,
+    ``Run.caption``), else a plain description naming the notebook."""
+    captions = captions or {}
     out = [HEADER]
     for name, filename in tables:
+        text = escape_latex(captions.get(name) or f"{name.replace('_', ' ').capitalize()} (notebook {notebook}).")
         out.append(rf"\begin{{table}}[htbp]\centering" "\n"
-                   rf"\caption{{Table \texttt{{{escape_latex(name)}}} of notebook \texttt{{{label}}}.}}"
+                   rf"\caption{{{text}}}"
                    rf"\label{{tab:{notebook}_{name}}}" "\n"
                    rf"\input{{\GeneratedDir/{filename}}}" "\n"
                    r"\end{table}" "\n")
     for figure in figures:
         stem = Path(figure).stem
+        short = stem[len(notebook) + 1:] if stem.startswith(notebook + "_") else stem
+        text = escape_latex(captions.get(short) or f"{short.replace('_', ' ').capitalize()} (notebook {notebook}).")
         pdf = "../" + Path(figure).with_suffix(".pdf").as_posix()
         out.append(rf"\IfFileExists{{{pdf}}}{{\begin{{figure}}[htbp]\centering" "\n"
                    rf"\includegraphics[width=\linewidth]{{{pdf}}}" "\n"
-                   rf"\caption{{Figure \texttt{{{escape_latex(stem)}}} of notebook \texttt{{{label}}}.}}"
+                   rf"\caption{{{text}}}"
                    rf"\label{{fig:{stem}}}" "\n"
                    r"\end{figure}}{}" "\n")
     return "\n".join(out)
@@ -245,7 +250,7 @@ def generate(profile: str = DEFAULT_PROFILE, results_root: Path = RESULTS_ROOT,
             tables.append((safe, filename))
         figures = sorted(record.get("figures") or [])
         if tables or figures:
-            files[f"floats_{notebook}.tex"] = render_floats(notebook, tables, figures)
+            files[f"floats_{notebook}.tex"] = render_floats(notebook, tables, figures, record.get("captions"))
         prov = record.get("provenance", {})
         sha = str(prov.get("git_sha", "unknown"))
         sha = sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")   # short SHA, as git shows it

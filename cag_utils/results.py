@@ -94,9 +94,15 @@ class Run:
         self.started = time.time()
         self.figures: list[str] = []
         self.tables: list[str] = []
+        self.captions: dict[str, str] = {}   # figure stem or table name -> caption (the paper's floats)
 
-    def figure(self, fig, stem: str, show: bool = True) -> None:
-        """Write `figures/<name>_<stem>.png|pdf` and show the figure inline."""
+    def figure(self, fig, stem: str, show: bool = True, caption: str | None = None) -> None:
+        """Write `figures/<name>_<stem>.png|pdf` and show the figure inline.
+
+        ``caption``: what the figure shows and what to see in it; the paper prints it.
+        """
+        if caption:
+            self.captions[stem] = caption
         import matplotlib.pyplot as plt
 
         out = figures_dir(self.cfg["profile"])
@@ -111,6 +117,10 @@ class Run:
         else:
             plt.close(fig)
         return None
+
+    def caption(self, table: str, text: str) -> None:
+        """Caption of the table ``results["tables"][table]`` in the paper."""
+        self.captions[table] = text
 
     def table(self, df, stem: str) -> Path:
         """Write per-item rows (predictions, picks...) to `results/<name>_<stem>.csv`.
@@ -136,6 +146,7 @@ class Run:
             "config": to_jsonable(self.cfg),
             "figures": sorted(set(self.figures)),
             "per_item_files": sorted(set(self.tables)),
+            "captions": dict(sorted(self.captions.items())),
             "provenance": {
                 "git_sha": git_sha(),
                 "python": platform.python_version(),

@@ -149,3 +149,13 @@ def test_intervals_get_a_ci_macro(tmp_path: Path):
     assert r"\newcommand{\CnnHeadlineTestLateralityFOneCi}{0.812 [0.746, 0.863]}" in macros
     assert r"\newcommand{\CnnHeadlineTestLateralityFOneNPatients}{18}" in macros
     assert r"\newcommand{\CnnHeadlineOneAccCi}{1.000}" in macros
+
+
+def test_captions_come_from_the_results_file(tmp_path: Path):
+    rec = record("02_cnn", RESULTS)
+    rec["captions"] = {"curves": "Loss per epoch & what to see.", "cohort": "Exams per split."}
+    write(tmp_path / "results", "02_cnn", rec)
+    report.generate("smoke", tmp_path / "results", tmp_path / "gen")
+    floats = (tmp_path / "gen" / "floats_02_cnn.tex").read_text()
+    assert r"\caption{Loss per epoch \& what to see.}" in floats and r"\caption{Exams per split.}" in floats
+    assert r"\caption{Per class (notebook 02\_cnn).}" in floats   # no caption given: a plain one
