@@ -43,6 +43,7 @@ paper: $(STAMP) ## Regenerate paper/generated/*.tex and build paper/main.pdf wit
 bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
 	$(PY) benchmarks/bench_data.py --out results/bench_data.json
 	$(PY) benchmarks/bench_cnn.py --out results/bench_cnn.json
+	$(PY) benchmarks/bench_vlm.py --out results/bench_vlm.json   # needs notebook 05's cached stand-ins
 
 variance: $(STAMP) ## Seed spread of the CNN (5 training seeds, after reproduce) -> results/variance_02_cnn.json
 	$(PY) benchmarks/seed_spread.py --profile $(PROFILE) --seeds 5

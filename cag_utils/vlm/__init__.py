@@ -1,0 +1,13 @@
+"""Stage 3: LoRA fine-tuning of vision-language models (notebook 05).
+
+One concern a module:
+- ``tokenizer``: the smoke tokenizer, trained on a text-only report corpus drawn from the generator;
+- ``standins``: the smoke stand-ins of the pretrained parts (Gemma-family LM, SigLIP, ConceptCLIP),
+  each trained here and cached by a hash of its config and data;
+- ``build``: the registry of the three model families, their assembly from stand-ins (smoke) and
+  their loading from local checkpoints (paper);
+- ``data``: prompts, bad-input rules, encoding and collators;
+- ``lora``: LoRA through peft and the Hugging Face Trainer;
+- ``generate``: batched greedy decoding, held-out losses and the image-reliance measure;
+- ``stage``: the glue between a profile's ``finetune`` section and the modules above.
+"""

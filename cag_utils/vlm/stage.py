@@ -1,0 +1,338 @@
+"""Glue between a profile's ``finetune`` section (keys ``vlm_*``) and the stage-3 modules.
+
+Smoke (``vlm_use_standins: true``): ``pretrained_parts`` trains and caches the stand-ins,
+``assemble_families`` builds the three VLMs from them and saves each with ``save_pretrained``; every
+later step reads them back through ``build.load_vlm``, the path a real checkpoint takes.
+Paper (``vlm_use_standins: false``): ``check_checkpoints`` finds every local checkpoint before any
+work starts, and ``build.load_family`` reads them.
+
+``finetune_family`` then runs one family end to end: encode, generate without LoRA, LoRA-train (or
+reuse the adapter of an identical earlier run, by hash), generate with LoRA on real and on blanked
+images, and compute the held-out summary losses behind the image-reliance measure.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cag_utils.vlm import build, data, generate, lora, standins, tokenizer
+
+GEN_VARIANTS = ("without_lora", "with_lora", "with_lora_blank_image")
+
+
+# ------------------------------------------------------------------ corpus
+def corpus_records(corpus_dir: Path) -> pd.DataFrame:
+    """Metadata of every corpus record (``corpus.load_corpus``; the image column is not decoded)."""
+    from cag_utils.corpus import load_corpus
+
+    ds = load_corpus(corpus_dir)
+    parts = [ds[s].remove_columns([c for c in ds[s].column_names if c == "image"]).to_pandas() for s in ds]
+    rec = pd.concat(parts, ignore_index=True)
+    if "file_name" not in rec:   # the image-folder loader turns file_name into the image column
+        rec["file_name"] = [f"images/{u}.png" for u in rec["frame_uid"]]
+    return rec.sort_values(["split", "frame_uid"]).reset_index(drop=True)
+
+
+def templates(cfg: dict[str, Any]) -> dict[str, str]:
+    return {lang: cfg[f"vlm_prompt_{lang}"] for lang in data.LANGUAGES}
+
+
+# ------------------------------------------------------------------ stand-ins (smoke)
+def standin_params(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    lm = {"hidden": cfg["vlm_standin_hidden"], "layers": cfg["vlm_standin_layers"], "heads": cfg["vlm_standin_heads"],
+          "max_length": cfg["vlm_max_length"], "steps": cfg["vlm_standin_lm_steps"],
+          "batch_size": cfg["vlm_standin_lm_batch_size"], "lr": cfg["vlm_standin_lm_lr"]}
+    vision = {"hidden": cfg["vlm_standin_hidden"], "layers": cfg["vlm_standin_vision_layers"],
+              "heads": cfg["vlm_standin_heads"], "image_size": cfg["vlm_standin_image_size"],
+              "patch_size": cfg["vlm_standin_patch_size"], "caption_length": cfg["vlm_standin_caption_length"],
+              "steps": cfg["vlm_standin_siglip_steps"], "batch_size": cfg["vlm_standin_siglip_batch_size"],
+              "lr": cfg["vlm_standin_siglip_lr"]}
+    text = {"n_reports": cfg["vlm_standin_text_reports"], "vocab_size": cfg["vlm_standin_vocab_size"],
+            "seed": cfg["seed"]}
+    return {"text": text, "lm": lm, "vision": vision}
+
+
+def caption_frames(cfg: dict[str, Any], corpus_patients: set[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Annotation-cohort frames for the SigLIP stand-ins, without any corpus patient."""
+    from cag_utils.dataset import dataset_dir, load_annotation
+
+    frames, table = load_annotation(cfg)
+    folder = dataset_dir(cfg, "annotation")
+    runs, reports = pd.read_parquet(folder / "runs.parquet"), pd.read_parquet(folder / "reports.parquet")
+    return standins.annotation_frames(frames, table, runs, reports, corpus_patients)
+
+
+def pretrained_parts(cfg: dict[str, Any], root: Path, corpus_patients: set[str]) -> dict[str, Any]:
+    """Tokenizer, LM and the two SigLIP stand-ins, each cached under ``root/<name>-<hash>``."""
+    p, seed = standin_params(cfg), int(cfg["seed"])
+    reports = tokenizer.draw_reports(p["text"]["n_reports"], seed)
+    texts = tokenizer.corpus_texts(reports)
+    out: dict[str, Any] = {"folders": {}, "records": {}}
+
+    def build_tokenizer(folder: Path) -> dict[str, Any]:
+        tok = tokenizer.train_tokenizer(texts, p["text"]["vocab_size"])
+        tok.save_pretrained(folder)
+        return {"kind": "tokenizer", "n_texts": len(texts), "vocab_size": len(tok)}
+
+    tok_dir = standins.standin_dir(root, "tokenizer", p["text"], texts)
+    out["records"]["tokenizer"] = standins.cached(tok_dir, build_tokenizer)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    pali = tokenizer.family_tokenizer(tok, "paligemma")
+    build.make_processor("paligemma", pali, standins.image_processor(p["vision"]), 1)   # adds <loc>/<seg> tokens
+    vocab = len(pali)
+    lm_dir = standins.standin_dir(root, "lm", p["lm"], tok_dir.name, vocab, seed)
+    out["records"]["lm"] = standins.cached(lm_dir, lambda f: standins.pretrain_lm(f, tok, vocab, texts, p["lm"], seed))
+    frames, table = caption_frames(cfg, corpus_patients)
+    out["n_caption_frames"], out["n_caption_patients"] = len(table), int(table["patient_id"].nunique())
+    out["caption_overlap_with_corpus"] = int(table["patient_id"].isin(corpus_patients).sum())
+    for name, caption in (("siglip", standins.generic_caption), ("conceptclip", standins.concept_caption)):
+        caps = [caption(r) for _, r in table.iterrows()]
+        folder = standins.standin_dir(root, name, p["vision"], tok_dir.name, seed, caps, table["frame_uid"].tolist(),
+                                      frames)
+        out["records"][name] = standins.cached(
+            folder, lambda f, caps=caps: standins.train_siglip(f, tok, frames, caps, p["vision"], seed))
+        out["records"][name]["example_captions"] = sorted(set(caps))[:3]
+        out["folders"][name] = folder
+    out["folders"].update(tokenizer=tok_dir, lm=lm_dir)
+    return out
+
+
+def assemble_families(cfg: dict[str, Any], root: Path, parts: dict[str, Any]) -> dict[str, Path]:
+    """Each family assembled from the stand-ins and written with ``save_pretrained`` (cached by hash)."""
+    out = {}
+    for name in cfg["vlm_families"]:
+        fam = build.family(name)
+        vision = parts["folders"][fam.vision]
+        folder = standins.standin_dir(root, name, {"image_tokens": cfg["vlm_gemma3_image_tokens"]},
+                                      parts["folders"]["lm"].name, vision.name)
+
+        def make(f: Path, name=name, vision=vision) -> dict[str, Any]:
+            model, processor = build.assemble(name, parts["folders"]["lm"], vision, cfg["vlm_gemma3_image_tokens"])
+            model.save_pretrained(f)
+            processor.save_pretrained(f)
+            return {"kind": "vlm", "family": name, "parameters": lora.parameter_counts(model)["total"]}
+
+        standins.cached(folder, make)
+        out[name] = folder
+    return out
+
+
+# ------------------------------------------------------------------ paper: checkpoints first
+def check_checkpoints(cfg: dict[str, Any]) -> dict[str, str]:
+    """Every checkpoint the profile's families need, found locally (else CheckpointMissing at once)."""
+    allow = bool(cfg["vlm_allow_download"])
+    found = {}
+    for name in cfg["vlm_families"]:
+        fam = build.family(name)
+        found[fam.path_key] = build._local(cfg[fam.path_key], f"{fam.label} checkpoint", fam.path_key, allow)
+        if fam.vision == "conceptclip":
+            found["vlm_conceptclip_path"] = build._local(cfg["vlm_conceptclip_path"], "ConceptCLIP image encoder",
+                                                         "vlm_conceptclip_path", allow)
+    return found
+
+
+def check_before_training(cfg: dict[str, Any]) -> None:
+    """The checks that must fail before any work: families, languages, templates, LoRA pattern syntax."""
+    for name in cfg["vlm_families"]:
+        build.family(name)
+    langs = data.languages(cfg["vlm_languages"])
+    for lang in langs:
+        data.check_template(cfg[f"vlm_prompt_{lang}"], f"vlm_prompt_{lang}")
+    import re
+
+    try:
+        re.compile(cfg["vlm_lora_targets"])
+    except re.error as exc:
+        raise ValueError(f"LoRA target pattern {cfg['vlm_lora_targets']!r} is not a valid regex: {exc}") from None
+    if not cfg["vlm_use_standins"]:
+        check_checkpoints(cfg)
+
+
+# ------------------------------------------------------------------ one family end to end
+def train_params(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"batch_size": cfg["vlm_batch_size"], "epochs": cfg["vlm_epochs"], "max_steps": cfg["vlm_max_steps"],
+            "lr": cfg["vlm_lr"], "warmup_ratio": cfg["vlm_warmup_ratio"], "weight_decay": cfg["vlm_weight_decay"],
+            "max_grad_norm": cfg["vlm_max_grad_norm"], "eval_points": cfg["vlm_eval_points"], "device": cfg["device"]}
+
+
+def lora_params(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {"r": cfg["vlm_lora_r"], "alpha": cfg["vlm_lora_alpha"], "dropout": cfg["vlm_lora_dropout"],
+            "targets": cfg["vlm_lora_targets"]}
+
+
+def finetune_family(cfg: dict[str, Any], name: str, source: Path | None, examples: dict[str, list[data.Example]],
+                    adapter_root: Path) -> dict[str, Any]:
+    """Encode, generate w/o LoRA, train LoRA (cached adapter reused), generate w/ LoRA on real and blanked
+    images, held-out losses. ``source``: the assembled stand-in folder (smoke) or None (paper checkpoints)."""
+    arch = build.family(name).architecture
+    dtype = torch.bfloat16 if torch.cuda.is_available() and cfg["device"] != "cpu" else None
+    model, processor = build.load_family(name, cfg, source, dtype=dtype)
+    if torch.cuda.is_available() and cfg["device"] != "cpu":
+        model = model.cuda()
+    pad = processor.tokenizer.pad_token_id
+    train_col, gen_col = data.Collator(pad), data.Collator(pad, left=True)
+    blank = cfg["vlm_blank_value"]
+    enc, kept, skipped = {}, {}, []
+    for split, exs in examples.items():
+        enc[split], kept[split], sk = data.encode_examples(arch, processor, exs, cfg["vlm_max_length"])
+        skipped.append(sk)
+    test_prompts = data.encode_examples(arch, processor, kept["test"], 10**9, with_target=False)[0]
+    test_blank = data.encode_examples(arch, processor, kept["test"], 10**9, with_target=True, blank_value=blank)[0]
+    blank_prompts = data.encode_examples(arch, processor, kept["test"], 10**9, with_target=False, blank_value=blank)[0]
+    gen = lambda m, e: generate.generate(m, processor, e, gen_col, cfg["vlm_gen_batch_size"], cfg["vlm_max_new_tokens"])  # noqa: E731
+    outputs, timing = {}, {}
+    outputs["without_lora"], timing["generate_without_lora"] = gen(model, test_prompts)
+    base_losses = generate.example_losses(model, enc["test"], train_col, cfg["vlm_gen_batch_size"])
+
+    lp, tp = lora_params(cfg), train_params(cfg)
+    # the adapter folder is named by everything that changes its weights
+    origin = source.name if source is not None else str(cfg[build.family(name).path_key])   # not the full path: staging folders differ
+    key = standins.digest(lp, {k: v for k, v in tp.items() if k != "device"}, cfg["seed"], origin,
+                          [(e.record_id, e.language, e.prompt, e.reference) for e in kept["train"] + kept["val"]])[:12]
+    folder = adapter_root / f"{name}-lora-{key}"
+    if (folder / "training.json").is_file():
+        model, record = lora.load_adapter(model, folder)
+        counts = record["parameters"]
+    else:
+        torch.manual_seed(int(cfg["seed"]))
+        model = lora.lora_model(model, lp["r"], lp["alpha"], lp["dropout"], lp["targets"])
+        counts = lora.parameter_counts(model)
+        t0 = time.process_time()
+        record = lora.train(model, enc["train"], enc["val"], train_col, tp, folder, int(cfg["seed"]))
+        record.update(parameters=counts, cpu_seconds=time.process_time() - t0,
+                      train_tokens=_trained_tokens(enc["train"], record["steps"], tp["batch_size"]))
+        lora.save_adapter(model, folder, record, merge=bool(cfg["vlm_save_merged"]))
+    timing["train_seconds"] = record["train_runtime_s"]
+    timing["train_tokens"] = record["train_tokens"]
+    outputs["with_lora"], timing["generate_with_lora"] = gen(model, test_prompts)
+    outputs["with_lora_blank_image"], timing["generate_with_lora_blank_image"] = gen(model, blank_prompts)
+    real = generate.example_losses(model, enc["test"], train_col, cfg["vlm_gen_batch_size"])
+    blanked = generate.example_losses(model, test_blank, train_col, cfg["vlm_gen_batch_size"])
+    return {"family": name, "examples": kept, "outputs": outputs, "losses": {"without_lora": base_losses, "real": real,
+            "blank": blanked}, "skipped": pd.concat(skipped, ignore_index=True), "record": record,
+            "parameters": counts, "adapter": folder, "timing": timing,
+            "length": {s: data.length_stats(e) for s, e in enc.items()}}
+
+
+def _trained_tokens(encoded: list[dict[str, torch.Tensor]], steps: int, batch_size: int) -> int:
+    """Tokens the optimizer saw: mean sequence length x examples drawn (steps x batch size)."""
+    mean = float(np.mean([len(e["input_ids"]) for e in encoded])) if encoded else 0.0
+    return int(round(mean * steps * batch_size))
+
+
+# ------------------------------------------------------------------ outputs
+def prediction_rows(res: dict[str, Any], label: str) -> list[dict[str, Any]]:
+    """JSONL rows: record ID, patient, model, variant, language, prompt, reference, output."""
+    rows = []
+    for variant in GEN_VARIANTS:
+        for ex, out in zip(res["examples"]["test"], res["outputs"][variant]):
+            rows.append({"record_id": ex.record_id, "patient_id": ex.patient_id, "model": label, "family": res["family"],
+                         "variant": variant, "language": ex.language, "prompt": ex.prompt, "reference": ex.reference,
+                         "output": out})
+    return rows
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
+    """JSONL, gzip-compressed when the name ends in .gz (mtime 0: the same rows give the same bytes)."""
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    if path.suffix == ".gz":
+        with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as fh:
+            fh.write(text)
+    else:
+        path.write_bytes(text)
+    return path
+
+
+def headline(results: dict[str, dict[str, Any]], seed: int) -> dict[str, dict[str, Any]]:
+    """``<family>.test_loss``, ``.test_loss_blanked``, ``.image_reliance`` (blanked - real), ``.test_loss_without_lora``."""
+    from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
+
+    out = {}
+    for name, res in results.items():
+        patients = [e.patient_id for e in res["examples"]["test"]]
+        stats = generate.reliance_stats(res["losses"]["real"], res["losses"]["blank"], patients)
+        for k, v in generate.reliance_intervals(stats, seed).items():
+            out[f"{name}.{k}"] = v
+        base = res["losses"]["without_lora"]
+        out[f"{name}.test_loss_without_lora"] = patient_bootstrap(ratio_by_patient(base[:, 0], base[:, 1], patients),
+                                                                  ratio_of_sums, seed=seed)
+    return out
+
+
+def loss_table(head: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Per model: held-out summary loss w/o LoRA, w/ LoRA (real images), blanked images, and the gap."""
+    def ci(iv: dict[str, Any]) -> str:
+        return f"{iv['estimate']:.3f} [{iv['ci_low']:.3f}, {iv['ci_high']:.3f}]"
+
+    rows = []
+    for name, res in results.items():
+        rows.append({"Model": build.family(name).label, "Trainable parameters": res["parameters"]["trainable"],
+                     "Loss w/o LoRA": ci(head[f"{name}.test_loss_without_lora"]),
+                     "Loss w/ LoRA": ci(head[f"{name}.test_loss"]),
+                     "Loss, blanked image": ci(head[f"{name}.test_loss_blanked"]),
+                     "Image reliance (blanked - real)": ci(head[f"{name}.image_reliance"])})
+    return pd.DataFrame(rows)
+
+
+def plot_training_curves(results: dict[str, dict[str, Any]], parts: dict[str, Any] | None = None):
+    """LoRA training and validation loss per model (and, in smoke, the stand-ins' pretraining losses)."""
+    import matplotlib.pyplot as plt
+
+    n = 2 if parts else 1
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.4))
+    axes = np.atleast_1d(axes)
+    for name, res in results.items():
+        h = pd.DataFrame(res["record"]["history"])
+        line, = axes[0].plot(h.dropna(subset=["loss"])["step"], h.dropna(subset=["loss"])["loss"],
+                             label=f"{build.family(name).label} train")
+        if "eval_loss" in h:
+            e = h.dropna(subset=["eval_loss"])
+            axes[0].plot(e["step"], e["eval_loss"], "o--", color=line.get_color(), label=f"{build.family(name).label} val")
+    axes[0].set(xlabel="LoRA step", ylabel="summary cross-entropy", title="LoRA fine-tuning")
+    axes[0].legend(fontsize=7)
+    if parts:
+        for key, label in (("lm", "LM (next token)"), ("siglip", "SigLIP (sigmoid)"), ("conceptclip", "ConceptCLIP (sigmoid)")):
+            axes[1].plot(parts["records"][key]["losses"], label=label)
+        axes[1].set(xlabel="pretraining step", ylabel="loss", title="Smoke stand-ins")
+        axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save_predictions(run, rows: list[dict[str, Any]]) -> Path:
+    """``results/<notebook>_predictions.jsonl.gz`` (recorded as a per-item file of the run). Gzip: the
+    1,764 smoke rows (3 models x 3 variants x 196 test examples, each with its prompt) are 3.6 MB as
+    plain text and about a tenth of that compressed; ``pandas.read_json(path, lines=True)`` reads it."""
+    from cag_utils.config import output_root, results_dir
+
+    path = write_jsonl(rows, results_dir(run.cfg["profile"]) / f"{run.name}_predictions.jsonl.gz")
+    run.tables.append(path.relative_to(output_root()).as_posix())
+    return path
+
+
+def timing_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Training and generation tokens/s and peak memory per model (timing: differs between runs)."""
+    import resource
+
+    out: dict[str, Any] = {}
+    for name, res in results.items():
+        t = res["timing"]
+        gen_tok = sum(t[f"generate_{v}"]["tokens"] for v in GEN_VARIANTS)
+        gen_s = sum(t[f"generate_{v}"]["seconds"] for v in GEN_VARIANTS)
+        out[name] = {"train_tokens_per_s": t["train_tokens"] / t["train_seconds"] if t["train_seconds"] else None,
+                     "train_seconds": t["train_seconds"], "generate_tokens_per_s": gen_tok / gen_s if gen_s else None,
+                     "generate_seconds": gen_s}
+    out["peak_memory_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
+                             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out

@@ -1,0 +1,208 @@
+"""Stage 3 (cag_utils.vlm): tokenizer, bad-input rules, encoding, LoRA checks, checkpoint errors, and a tiny
+end-to-end run (stand-ins -> save_pretrained -> from_pretrained -> LoRA via Trainer -> generation). Tiny sizes:
+the whole file takes well under a minute on 2 cores."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cag_utils.config import load_config, load_profile
+from cag_utils.vlm import build, data, generate, lora, stage, standins, tokenizer
+
+TINY_VISION = {"hidden": 32, "layers": 1, "heads": 2, "image_size": 32, "patch_size": 8, "caption_length": 40,
+               "steps": 3, "batch_size": 8, "lr": 1e-3}
+TINY_LM = {"hidden": 32, "layers": 1, "heads": 2, "max_length": 200, "steps": 3, "batch_size": 4, "lr": 1e-3}
+TEMPLATES = {"ja": "レポート:\n{pre_procedure_report}\n要約:", "en": "Report:\n{pre_procedure_report}\nSummary:"}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tokenizer.train_tokenizer(tokenizer.corpus_texts(tokenizer.draw_reports(150, 1)), 600)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A 6-record image folder like notebook 04's (two patients per split)."""
+    root = tmp_path_factory.mktemp("corpus")
+    reps = tokenizer.draw_reports(6, 99)
+    rows = []
+    for i, r in enumerate(reps):
+        split = ("train", "train", "val", "val", "test", "test")[i]
+        uid = f"EX-{i:04d}-R01-F001"
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 48), dtype=np.uint8)).save(
+            root / split / "images" / f"{uid}.png")
+        rows.append({"file_name": f"images/{uid}.png", "frame_uid": uid, "patient_id": f"PT-{i // 2}", "split": split,
+                     "laterality_pred": "LCA", **{k: v for k, v in r.items() if k.endswith(("_ja", "_en"))}})
+    return root, pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory, tok):
+    root = tmp_path_factory.mktemp("vlm")
+    pali = tokenizer.family_tokenizer(tok, "paligemma")
+    build.make_processor("paligemma", pali, standins.image_processor(TINY_VISION), 1)
+    texts = tokenizer.corpus_texts(tokenizer.draw_reports(20, 2))
+    lm = standins.cached(root / "lm", lambda f: standins.pretrain_lm(f, tok, len(pali), texts, TINY_LM, 0))
+    frames = np.random.default_rng(0).integers(0, 255, (16, 48, 48), dtype=np.uint8)
+    caps = [f"left coronary angiogram, stenosis #{i % 5 + 1} 90%" for i in range(16)]
+    sig = standins.cached(root / "sig", lambda f: standins.train_siglip(f, tok, frames, caps, TINY_VISION, 0))
+    return {"root": root, "lm": root / "lm", "sig": root / "sig", "records": {"lm": lm, "sig": sig}}
+
+
+# ------------------------------------------------------------------ tokenizer and stand-in caching
+def test_tokenizer_round_trip_and_family_ids(tok):
+    text = "Plan: PCI to #6.\nRCA: #1 90% stenosis"
+    assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
+    g3, pg = tokenizer.family_tokenizer(tok, "gemma3"), tokenizer.family_tokenizer(tok, "paligemma")
+    assert g3(text)["input_ids"] == pg(text)["input_ids"] == tok(text)["input_ids"]
+    assert g3.boi_token == "<start_of_image>" and g3.image_token_id != tok.unk_token_id
+    assert not hasattr(pg, "image_token")   # else PaliGemma's processor would take Gemma3's image token
+
+
+def test_text_corpus_uses_own_seeds():
+    assert tokenizer.draw_reports(3, 5) == tokenizer.draw_reports(3, 5)
+    assert tokenizer.draw_reports(3, 5) != tokenizer.draw_reports(3, 6)
+
+
+def test_standin_dir_hash_and_cache(tmp_path):
+    a = standins.standin_dir(tmp_path, "lm", {"x": 1}, np.zeros(3))
+    assert a == standins.standin_dir(tmp_path, "lm", {"x": 1}, np.zeros(3))
+    assert a != standins.standin_dir(tmp_path, "lm", {"x": 2}, np.zeros(3))
+    assert a != standins.standin_dir(tmp_path, "lm", {"x": 1}, np.ones(3))
+    calls = []
+    build_fn = lambda f: calls.append(f) or {"kind": "x"}  # noqa: E731
+    assert standins.cached(a, build_fn)["cached"] is False
+    assert standins.cached(a, build_fn)["cached"] is True and len(calls) == 1
+
+
+def test_caption_frames_drop_corpus_patients():
+    table = pd.DataFrame({"frame_uid": ["a", "b", "c"], "patient_id": ["P1", "P2", "P3"], "run_id": ["r1", "r2", "r3"],
+                          "exam_id": ["e1", "e2", "e3"], "laterality": ["LCA", "RCA", "LCA"],
+                          "key_frame_category": ["better", "bad", "others"]})
+    runs = pd.DataFrame({"run_id": ["r1", "r2", "r3"], "primary_angle": [30.0, -30.0, 0.0],
+                         "secondary_angle": [20.0, -20.0, 0.0]})
+    reports = pd.DataFrame({"exam_id": ["e1", "e2", "e3"], "lesions": ["#6 90%; #1 75%", "#1 75%", ""]})
+    frames = np.arange(3 * 4, dtype=np.uint8).reshape(3, 2, 2)
+    kept_frames, kept = standins.annotation_frames(frames, table, runs, reports, {"P2"})
+    assert kept["patient_id"].tolist() == ["P1", "P3"] and (kept_frames[1] == frames[2]).all()
+    assert standins.concept_caption(kept.iloc[0]) == "left coronary angiogram, stenosis #6 90%"
+    assert standins.generic_caption(kept.iloc[0]) == "left coronary angiogram, LAO cranial view"
+    assert "without contrast" in standins.concept_caption(kept.iloc[1])
+
+
+# ------------------------------------------------------------------ bad input and prompts
+def test_unknown_prompt_field_fails_before_anything(corpus):
+    root, rec = corpus
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['history'\]"):
+        data.make_examples(rec, root, ("en",), {"en": "{pre_procedure_report} {history}"})
+    cfg = load_config("smoke", "finetune", {"vlm_prompt_en": "Report {report}"})
+    with pytest.raises(ValueError, match="report"):
+        stage.check_before_training(cfg)
+
+
+def test_missing_image_and_empty_text_are_skipped_by_id(corpus, tmp_path):
+    root, rec = corpus
+    rec = rec.copy()
+    rec.loc[0, "file_name"] = "images/gone.png"
+    rec.loc[1, "treatment_summary_en"] = "  "
+    examples, skipped = data.make_examples(rec, root, ("ja", "en"), TEMPLATES)
+    assert len(examples) == 2 * len(rec) - 3
+    reasons = dict(zip(zip(skipped["record_id"], skipped["language"]), skipped["reason"]))
+    assert reasons[(rec.loc[0, "frame_uid"], "ja")] == "missing image"
+    assert reasons[(rec.loc[1, "frame_uid"], "en")] == "empty summary"
+
+
+# ------------------------------------------------------------------ checkpoints and LoRA checks
+def test_missing_checkpoint_fails_at_once_naming_what_and_where(tmp_path):
+    cfg = load_config("paper", "finetune")
+    assert cfg["vlm_use_standins"] is False and cfg["vlm_allow_download"] is False
+    with pytest.raises(build.CheckpointMissing, match="vlm_paligemma_path"):
+        stage.check_checkpoints({**cfg, "vlm_paligemma_path": ""})
+    with pytest.raises(build.CheckpointMissing, match="neither a local folder nor in the local Hugging Face cache"):
+        build.load_vlm(str(tmp_path / "no-such-model"), key="vlm_gemma3_path")
+    with pytest.raises(build.CheckpointMissing, match="not/a-cached-model"):
+        build.load_vlm("not/a-cached-model", key="vlm_gemma3_path")
+    ok = {**cfg, "vlm_families": ["conceptclip_gemma3"], "vlm_gemma3_path": str(tmp_path), "vlm_conceptclip_path": ""}
+    with pytest.raises(build.CheckpointMissing, match="vlm_conceptclip_path"):
+        stage.check_checkpoints(ok)
+
+
+def test_profiles_share_finetune_keys():
+    smoke, paper = load_profile("smoke")["finetune"], load_profile("paper")["finetune"]
+    assert set(smoke) == set(paper) and all(k.startswith("vlm_") for k in smoke)
+
+
+# ------------------------------------------------------------------ tiny end to end, both architectures
+@pytest.mark.parametrize("name", ["paligemma", "gemma3"])
+def test_assemble_save_load_train_generate(name, parts, corpus, tmp_path):
+    root, rec = corpus
+    arch = build.family(name).architecture
+    model, processor = build.assemble(name, parts["lm"], parts["sig"], image_tokens=4)
+    model.save_pretrained(tmp_path / "vlm")
+    processor.save_pretrained(tmp_path / "vlm")
+    model, processor = build.load_vlm(str(tmp_path / "vlm"))
+    assert type(model).__name__ == ("PaliGemmaForConditionalGeneration" if arch == "paligemma"
+                                    else "Gemma3ForConditionalGeneration")
+    examples, _ = data.make_examples(rec, root, ("ja", "en"), TEMPLATES)
+    enc, kept, skipped = data.encode_examples(arch, processor, examples, max_length=400)
+    assert len(enc) == len(examples) and skipped.empty
+    # labels: -100 outside the target; the target is the summary + <eos>
+    e, ex = enc[1], kept[1]
+    target = e["labels"][e["labels"] != -100]
+    assert processor.tokenizer.decode(target[:-1]) == ex.reference and int(target[-1]) == processor.tokenizer.eos_token_id
+    if arch == "gemma3":   # token_type_ids mark the image tokens
+        assert int(e["token_type_ids"].sum()) == 4
+        assert (e["input_ids"][e["token_type_ids"] == 1] == processor.tokenizer.image_token_id).all()
+    # over-long: skipped with the ID and the length, not truncated
+    short = min(len(x["input_ids"]) for x in enc)
+    _, kept2, sk = data.encode_examples(arch, processor, examples, max_length=short)
+    assert len(sk) == len(examples) - len(kept2) > 0 and sk["reason"].str.contains("longer than the context").all()
+    # a LoRA pattern that matches nothing fails before training, naming the pattern
+    with pytest.raises(ValueError, match=r"nothing_here"):
+        lora.lora_model(model, 4, 8, 0.0, r".*nothing_here")
+    peft_model = lora.lora_model(model, 4, 8, 0.0)
+    counts = lora.parameter_counts(peft_model)
+    assert 0 < counts["trainable"] < counts["total"]
+    assert not any(p.requires_grad for n, p in peft_model.named_parameters() if "vision_tower" in n)
+    col = data.Collator(processor.tokenizer.pad_token_id)
+    p = {"batch_size": 2, "epochs": 1, "max_steps": 2, "lr": 1e-3, "warmup_ratio": 0.0, "weight_decay": 0.0,
+         "max_grad_norm": 1.0, "eval_points": 1, "device": "cpu"}
+    record = lora.train(peft_model, enc[:4], enc[4:6], col, p, tmp_path, seed=0)
+    assert record["steps"] == 2 and any("eval_loss" in h for h in record["history"])
+    lora.save_adapter(peft_model, tmp_path / "adapter", {**record, "parameters": counts})
+    before = generate.example_losses(peft_model, enc[:2], col, 2)
+    base, _ = build.load_vlm(str(tmp_path / "vlm"))
+    reloaded, rec2 = lora.load_adapter(base, tmp_path / "adapter")
+    assert np.allclose(generate.example_losses(reloaded, enc[:2], col, 2), before, atol=1e-5)
+    prompts = data.encode_examples(arch, processor, kept[:3], 10**6, with_target=False)[0]
+    gen_col = data.Collator(processor.tokenizer.pad_token_id, left=True)
+    batch = gen_col(prompts)
+    assert (batch["attention_mask"][:, -1] == 1).all()   # left padding
+    texts, timing = generate.generate(reloaded, processor, prompts, gen_col, 3, 5)
+    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    blank = data.encode_examples(arch, processor, kept[:2], 10**6, blank_value=128)[0]
+    assert (blank[0]["pixel_values"] == blank[0]["pixel_values"].flatten()[0]).all()
+
+
+def test_reliance_interval_is_blanked_minus_real():
+    real = np.array([[10.0, 10], [20.0, 10], [30.0, 10], [12.0, 10]])
+    blank = real + np.array([[5.0, 0], [5.0, 0], [5.0, 0], [5.0, 0]])
+    stats = generate.reliance_stats(real, blank, ["a", "b", "c", "d"])
+    iv = generate.reliance_intervals(stats, seed=0)
+    assert iv["image_reliance"]["estimate"] == pytest.approx(0.5)
+    assert iv["test_loss"]["estimate"] == pytest.approx(72 / 40) and iv["image_reliance"]["n_patients"] == 4
+
+
+def test_pooled_patch_encoder_matches_gemma3_grid(parts):
+    from transformers import SiglipVisionModel
+
+    enc = SiglipVisionModel.from_pretrained(parts["sig"])
+    wrapped = build.PooledPatchEncoder(enc, image_size=32, grid=2)
+    out = wrapped(pixel_values=torch.zeros(2, 3, 64, 64)).last_hidden_state
+    assert out.shape == (2, 4, 32) and not any(p.requires_grad for p in wrapped.parameters())
