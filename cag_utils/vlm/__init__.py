@@ -11,3 +11,13 @@ One concern a module:
 - ``generate``: batched greedy decoding, held-out losses and the image-reliance measure;
 - ``stage``: the glue between a profile's ``finetune`` section and the modules above.
 """
+
+import warnings as _warnings
+
+from transformers.utils import logging as _hf_logging
+
+# Notebook outputs must hold no machine paths: transformers' load reports (expected here: the
+# text half of a SigLIP folder is unused by the vision tower) and its deprecation warnings name
+# absolute cache and site-packages paths. Errors still show.
+_hf_logging.set_verbosity_error()
+_warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
