@@ -36,8 +36,10 @@ lab: $(STAMP) ## JupyterLab on the venv kernel
 
 paper: $(STAMP) ## Regenerate paper/generated/*.tex and build paper/main.pdf with latexmk
 	$(PY) -m cag_utils.report --profile $(PROFILE)
-	@if command -v latexmk >/dev/null; then cd paper && latexmk -pdf -interaction=nonstopmode main.tex; \
-	else echo "latexmk not found: apt-get install latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended"; \
+	@if command -v latexmk >/dev/null; then cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -silent \
+	$(if $(filter smoke,$(PROFILE)),,-usepretex='\def\GeneratedDir{generated/$(PROFILE)}') main.tex \
+	&& echo "paper/main.pdf: $$(pdfinfo main.pdf 2>/dev/null | awk '/^Pages/ {print $$2 " pages"}')"; \
+	else echo "latexmk not found: apt-get install latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended lmodern"; \
 	echo "paper/generated/*.tex are current; only the PDF was not built."; fi
 
 bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
@@ -48,8 +50,8 @@ bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
 variance: $(STAMP) ## Seed spread of the CNN (5 training seeds, after reproduce) -> results/variance_02_cnn.json
 	$(PY) benchmarks/seed_spread.py --profile $(PROFILE) --seeds 5
 
-# No venv needed: the GPU machine has torch, timm, accelerate; writes $$OUT/gpu_check.json (else results/).
-gpu-check: ## GPU check of the paper profile's training steps at full size (throughput, peak memory)
+# No venv needed: the GPU machine has torch, transformers, peft, timm, accelerate; writes $$OUT/gpu_check.json (else results/gpu/).
+gpu-check: ## GPU check at full size: VLM LoRA + CNN steps (throughput, peak memory, MFU); no GPU: exits 0
 	$(if $(wildcard $(PY)),$(PY),python3) benchmarks/gpu_check.py
 
 clean: ## Remove generated cohorts, checkpoints and caches (committed outputs stay)

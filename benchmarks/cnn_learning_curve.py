@@ -23,6 +23,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
+from cag_utils.cnn.pretrain import pretrained_weights  # noqa: E402
 from cag_utils.cnn.stage import evaluate_split, train_config  # noqa: E402
 from cag_utils.config import load_config, parse_override  # noqa: E402
 from cag_utils.contrast import low_contrast_mask, vessel_contrast_batch  # noqa: E402
@@ -74,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     cfg = load_config(args.profile, "cnn", dict(parse_override(o) for o in args.overrides))
-    tc = train_config(cfg, progress=False)
     frames, table = load_dataset(args.annotation_dir)
+    pre = pretrained_weights(cfg, train_config(cfg, progress=False), frames.shape[1],  # the profile's pretraining (cached)
+                             main_patients={"annotation": table["patient_id"].to_numpy()}, progress=False)
+    tc = train_config(cfg, progress=False, pretrained_file=pre.path)
     split = table["split"].to_numpy()
     test_idx = np.flatnonzero(split == "test")
     low = low_contrast_mask(vessel_contrast_batch(frames[test_idx]), cfg["cnn_low_contrast_quantile"])
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         record = {  # rewritten after every point: an interrupted run keeps what it measured
             "annotation_patients": int(table["patient_id"].nunique()), "n_test_frames": int(len(test_idx)),
             "n_low_contrast_test_frames": int(low.sum()), "val_fraction": args.val_fraction,
-            "train_config": tc, "points": points,
+            "train_config": {**tc, "pretrained_file": pre.name or None}, "points": points,
             "provenance": {"git_sha": git_sha(), "versions": package_versions(), "device": describe_device()},
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

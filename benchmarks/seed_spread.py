@@ -22,6 +22,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
+from cag_utils.cnn.pretrain import pretrained_weights  # noqa: E402
 from cag_utils.cnn.stage import (  # noqa: E402
     HEADLINE_METRICS, checkpoint_dir, evaluate_split, prediction_rows, train_config,
 )
@@ -84,9 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     test = table["split"].to_numpy() == "test"
     low = low_contrast_mask(vessel_contrast_batch(frames[np.flatnonzero(test)]), cfg["cnn_low_contrast_quantile"])
     run = Run("variance_02_cnn", {**cfg, "n_seeds": args.seeds})
+    # the pretraining (cached, made once) is shared by every seed: the spread is that of the fine-tuning
+    pre = pretrained_weights(cfg, train_config(cfg), frames.shape[1])
     rows = []
     for seed in training_seeds(cfg["seed"], args.seeds):
-        tc = {**train_config(cfg), "seed": seed}
+        tc = {**train_config(cfg, pretrained_file=pre.path), "seed": seed}
         out_dir = checkpoint_dir(work_dir(cfg["profile"]) / "cnn", tc, frames, table)
         print(f"seed {seed}: {out_dir.name}", flush=True)
         result = train_classifier(frames, table, tc, out_dir, resume=True)

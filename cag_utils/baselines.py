@@ -1,19 +1,25 @@
 """Non-triviality checks of the cohort: what simple cues alone can predict.
 
-Laterality from global image statistics (mean, std, 16-bin histogram; logistic regression)
-must stay well below what the CNN reaches, and the key-frame category must not follow
-from the frame's position in its run (frame index and relative position; decision tree).
-Both are cross-validated with patients kept together (GroupKFold).
+Laterality from global image statistics (mean, std, 16-bin histogram; logistic regression),
+from the C-arm angles in the header (PositionerPrimary/SecondaryAngle) and from the run's
+order in its exam must stay well below what the CNN reaches; the key-frame category must
+not follow from the frame's position in its run (frame index and relative position). The
+cross-validated numbers keep patients together (GroupKFold); `frame_index_predictions` fits
+the frame-position tree on the training patients and predicts the test split, so that it is
+scored with exactly the CNN's metric (key-frame macro-F1, `cag_utils.cnn.evaluate`).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
+
+from cag_utils.labels import KEY_FRAME_CATEGORIES, LATERALITIES
 
 
 def global_features(frames: np.ndarray, bins: int = 16) -> np.ndarray:
@@ -35,11 +41,67 @@ def laterality_from_global_stats(frames: np.ndarray, table: pd.DataFrame, folds:
                              table["patient_id"].to_numpy(), folds)
 
 
+def _frame_position(table: pd.DataFrame) -> np.ndarray:
+    return np.column_stack([table["frame_index"], table["frame_index"] / table["n_frames"]])
+
+
 def category_from_frame_index(table: pd.DataFrame, folds: int = 5, seed: int = 0) -> float:
     """Grouped-CV accuracy of better/bad/others from frame index and relative position alone."""
-    x = np.column_stack([table["frame_index"], table["frame_index"] / table["n_frames"]])
     model = DecisionTreeClassifier(max_depth=4, random_state=seed)
-    return _grouped_accuracy(model, x, table["key_frame_category"].to_numpy(), table["patient_id"].to_numpy(), folds)
+    return _grouped_accuracy(model, _frame_position(table), table["key_frame_category"].to_numpy(),
+                             table["patient_id"].to_numpy(), folds)
+
+
+def frame_index_predictions(table: pd.DataFrame, seed: int = 0, train: str = "train", test: str = "test",
+                            max_depth: int = 4) -> pd.DataFrame:
+    """Key-frame category of each `test` frame predicted from its position in the run alone.
+
+    A depth-4 tree on (frame index, frame index / run length), fitted on the labelled `train`
+    frames. Returns the test rows' frame_uid, true and predicted category, and `pred`: the
+    class index (true laterality x predicted category, as in `cag_utils.labels`), so that
+    `cag_utils.cnn.evaluate.classification_metrics(label, pred)["key_frame_f1"]` scores the
+    baseline with the CNN's metric.
+    """
+    labelled = table[table["label"] >= 0] if "label" in table else table
+    fit = labelled[labelled["split"].astype(str) == train]
+    rows = labelled[labelled["split"].astype(str) == test]
+    model = DecisionTreeClassifier(max_depth=max_depth, random_state=seed)
+    model.fit(_frame_position(fit), fit["key_frame_category"].to_numpy())
+    pred = model.predict(_frame_position(rows))
+    lat = rows["laterality"].map(LATERALITIES.index).to_numpy()
+    kf = np.array([KEY_FRAME_CATEGORIES.index(p) for p in pred])
+    return pd.DataFrame({"frame_uid": rows["frame_uid"].to_numpy(), "key_frame_category": rows["key_frame_category"].to_numpy(),
+                         "pred_key_frame_category": pred, "label": rows["label"].to_numpy() if "label" in rows else -1,
+                         "pred": lat * len(KEY_FRAME_CATEGORIES) + kf})
+
+
+def key_frame_f1(true: pd.Series | np.ndarray, pred: pd.Series | np.ndarray) -> float:
+    """Macro-F1 over the key-frame categories (the definition of `key_frame_f1` in notebook 02)."""
+    return float(f1_score(np.asarray(true), np.asarray(pred), average="macro", zero_division=0))
+
+
+def _with_runs(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    cols = ["run_id", "primary_angle", "secondary_angle"]
+    out = table.merge(runs[cols], on="run_id", how="left", validate="many_to_one")
+    number = out["run_id"].str.extract(r"-R(\d+)$", expand=False).astype(int)
+    n_runs = runs.groupby("exam_id")["run_id"].count()
+    return out.assign(run_number=number, run_position=number / out["exam_id"].map(n_runs))
+
+
+def laterality_from_angles(table: pd.DataFrame, runs: pd.DataFrame, folds: int = 5, seed: int = 0) -> float:
+    """Grouped-CV accuracy of LCA/RCA from the header's C-arm angles alone (depth-4 tree, per frame)."""
+    df = _with_runs(table, runs)
+    model = DecisionTreeClassifier(max_depth=4, random_state=seed)
+    return _grouped_accuracy(model, df[["primary_angle", "secondary_angle"]].to_numpy(), df["laterality"].to_numpy(),
+                             df["patient_id"].to_numpy(), folds)
+
+
+def laterality_from_run_order(table: pd.DataFrame, runs: pd.DataFrame, folds: int = 5, seed: int = 0) -> float:
+    """Grouped-CV accuracy of LCA/RCA from the run's number and relative position in its exam."""
+    df = _with_runs(table, runs)
+    model = DecisionTreeClassifier(max_depth=4, random_state=seed)
+    return _grouped_accuracy(model, df[["run_number", "run_position"]].to_numpy(), df["laterality"].to_numpy(),
+                             df["patient_id"].to_numpy(), folds)
 
 
 def majority_accuracy(labels: pd.Series) -> float:

@@ -29,7 +29,7 @@ from cag_utils import ingest
 from cag_utils.config import REPO_ROOT, results_dir, work_dir
 from cag_utils.deid import resolve_salt
 from cag_utils.splits import patient_split
-from cag_utils.synth.cohort import GENERATOR_KEYS, generate_cohort
+from cag_utils.synth.cohort import GENERATOR_KEYS, GENERATOR_VERSION, generate_cohort
 
 COHORTS = ("annotation", "independent")
 # Settings that change the processed cohorts (besides the generator's own keys).
@@ -98,6 +98,8 @@ def data_fingerprint(cfg: dict[str, Any]) -> str:
     """12 hex digits naming the processed cohorts of these data settings (for real data the
     secret salt enters as a hash, so the pseudonyms it makes get their own folder)."""
     settings = {k: cfg[k] for k in DATA_KEYS}
+    if cfg["data_source"] == "synthetic":  # a new image model names a new processed cohort
+        settings["generator_version"] = GENERATOR_VERSION
     if cfg["data_source"] == "dicom_dir":
         settings["deid_salt"] = hashlib.sha256(resolve_salt(cfg).encode()).hexdigest()
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]

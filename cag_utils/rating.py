@@ -13,6 +13,7 @@ protocol; it never invents a rating (with no rating files, notebook 06 only show
   unknown keys, a case code that does not belong to the key, duplicates, and items left unrated.
 - ``summarise_ratings``: per model the mean with a 95 % patient-bootstrap interval, per rater the
   means, and inter-rater agreement as Krippendorff's alpha (interval level, ``krippendorff``).
+- ``screenshot``: the packet page as headless Chromium draws it (None where Chromium is not installed).
 """
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ KEY_COLUMNS = ("item_key", "case", "case_id", "patient_id", "model")
 ENCODING = "utf-8-sig"   # with a BOM, so that spreadsheet programs read Japanese text correctly
 
 __all__ = ["FORM_COLUMNS", "KEY_COLUMNS", "RatingCase", "RatingImportError", "RatingIssue", "SCORE_MAX", "SCORE_MIN",
-           "agreement", "blind", "build_packet", "import_ratings", "read_key", "render_html", "summarise_ratings"]
+           "agreement", "blind", "build_packet", "import_ratings", "read_key", "render_html", "screenshot",
+           "summarise_ratings"]
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--hide-scrollbars")
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,22 @@ def build_packet(cases: Sequence[RatingCase], packet_dir: str | Path, key_path: 
                  ).sort_values("item_key").to_csv(form, index=False, encoding=ENCODING, lineterminator="\n")
     key.to_csv(key_path, index=False, encoding=ENCODING, lineterminator="\n")
     return {"html": page, "form": form, "key": key_path}
+
+
+def screenshot(page: str | Path, png: str | Path, width: int = 1100, height: int = 1400,
+               timeout: int = 60) -> Path | None:
+    """PNG of ``page`` rendered by headless Chromium (Debian: ``chromium``), or None without Chromium."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if exe is None:
+        return None
+    png = Path(png).resolve()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([exe, *CHROMIUM_FLAGS, f"--screenshot={png}", f"--window-size={width},{height}",
+                    Path(page).resolve().as_uri()], check=True, capture_output=True, timeout=timeout)
+    return png
 
 
 # ------------------------------------------------------------------ import

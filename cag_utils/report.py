@@ -6,7 +6,9 @@
 Reads every `results/<subdir>/*.json` written by `cag_utils.results.Run.save` and writes:
 - `macros.tex`: one `\\newcommand` per number or string under the file's `results`;
 - `table_<notebook>_<name>.tex`: a booktabs tabular for every table under a key `tables`;
-- `floats_<notebook>.tex`: table and figure floats of one notebook (guarded by \\IfFileExists);
+- `floats_<notebook>.tex`: table and figure floats of one notebook (guarded by \\IfFileExists); a table
+  wider than the text is scaled down to it, and a figure keeps its natural size (matplotlib's inches) unless it
+  is wider than the text or taller than half the page (``adjustbox``, which the paper loads);
 - `provenance.tex`: notebook, profile, git SHA and device of every results file.
 Files without a `results` object (e.g. benchmarks' bench_*.json) are skipped with a comment.
 Everything is sorted and has no timestamps, so rerunning on unchanged results changes nothing.
@@ -182,7 +184,7 @@ def render_floats(notebook: str, tables: list[tuple[str, str]], figures: list[st
         out.append(rf"\begin{{table}}[htbp]\centering" "\n"
                    rf"\caption{{{text}}}"
                    rf"\label{{tab:{notebook}_{name}}}" "\n"
-                   rf"\input{{\GeneratedDir/{filename}}}" "\n"
+                   rf"\adjustbox{{max width=\linewidth}}{{\input{{\GeneratedDir/{filename}}}}}" "\n"
                    r"\end{table}" "\n")
     for figure in figures:
         stem = Path(figure).stem
@@ -190,7 +192,7 @@ def render_floats(notebook: str, tables: list[tuple[str, str]], figures: list[st
         text = escape_latex(captions.get(short) or f"{short.replace('_', ' ').capitalize()} (notebook {notebook}).")
         pdf = "../" + Path(figure).with_suffix(".pdf").as_posix()
         out.append(rf"\IfFileExists{{{pdf}}}{{\begin{{figure}}[htbp]\centering" "\n"
-                   rf"\includegraphics[width=\linewidth]{{{pdf}}}" "\n"
+                   rf"\adjustbox{{max width=\linewidth,max totalheight=0.5\textheight}}{{\includegraphics{{{pdf}}}}}" "\n"
                    rf"\caption{{{text}}}"
                    rf"\label{{fig:{stem}}}" "\n"
                    r"\end{figure}}{}" "\n")

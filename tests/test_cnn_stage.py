@@ -105,24 +105,6 @@ def test_pick_examples_is_seeded_and_capped():
     assert a["label"].value_counts().to_dict() == {0: 2, 1: 1, 3: 2}
 
 
-def test_gpu_check_runs_on_cpu(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.pop(0)
-    out = tmp_path / "gpu_check.json"
-    res = gpu_check.main(["--out", str(out), "--device", "cpu", "--model", "convnext_atto", "--size", "64",
-                          "--batch", "4", "--steps", "1", "--infer-batch", "4", "--library-frames", "24",
-                          "--workers", "0", "--epoch-frames", "100", "--epochs", "2"])
-    saved = json.loads(out.read_text())
-    assert saved["cnn_training"]["frames_per_s"] > 0 and saved["cnn_training"]["peak_memory_gib"] is None
-    assert saved["cnn_training"]["hours_for_epochs"] == pytest.approx(
-        100 / saved["cnn_training"]["frames_per_s"] * 2 / 3600)
-    assert saved["cnn_library_epoch"]["status"] == "completed" and saved["cnn_library_epoch"]["n_train"] == 21
-    assert res["device"].startswith("cpu")
-
-
 def test_load_annotation_says_to_run_notebook_01(tmp_path, monkeypatch):
     from cag_utils.dataset import load_annotation
 

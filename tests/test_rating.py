@@ -165,3 +165,23 @@ def test_packet_renders_and_its_form_round_trips_in_headless_chromium(packet, tm
     assert len(ratings) == 1 and ratings.loc[0, "rater"] == "dr_x" and ratings.loc[0, "score"] == 7.0
     assert ratings.loc[0, "comment"] == 'ok, "good"'
     assert sum(i.column == "score" and i.problem == "missing" for i in issues) == 11
+
+
+def test_screenshot_says_none_without_chromium(packet, tmp_path, monkeypatch):
+    import cag_utils.rating as rating
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert rating.screenshot(packet["html"], tmp_path / "shot.png") is None
+    assert not (tmp_path / "shot.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_screenshot_writes_the_page_as_drawn(packet, tmp_path):
+    from PIL import Image
+
+    from cag_utils.rating import screenshot
+
+    shot = screenshot(packet["html"], tmp_path / "sub" / "shot.png", width=800, height=600)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (600, 800) and pixels.std() > 10

@@ -53,16 +53,19 @@ PROFILE_KEYS: dict[str, str] = {
 }
 
 
-def train_config(cfg: dict[str, Any], progress: bool | str = "epochs") -> dict[str, Any]:
+def train_config(cfg: dict[str, Any], progress: bool | str = "epochs",
+                 pretrained_file: str | Path | None = None) -> dict[str, Any]:
     """Training config of ``cag_utils.cnn.train`` from an effective stage config.
 
     ``progress``: "epochs" (default: one bar, what a notebook wants), True (epochs and batches), False.
+    ``pretrained_file``: the starting weights when the profile names none (``cnn_pretrained_file``
+    wins): the synthetic pretraining's backbone (``cag_utils.cnn.pretrain.pretrained_weights``).
     """
     missing = sorted(set(PROFILE_KEYS) - set(cfg))
     if missing:
         raise KeyError(f"profile lacks cnn keys {missing}")
     out = {PROFILE_KEYS[k]: cfg[k] for k in PROFILE_KEYS}
-    out["pretrained_file"] = out["pretrained_file"] or None
+    out["pretrained_file"] = out["pretrained_file"] or (None if pretrained_file is None else str(pretrained_file))
     out["max_minutes"] = out["max_minutes"] or None
     out["seed"] = int(cfg["seed"])
     out["threads"] = cfg.get("torch_threads") or None
@@ -81,12 +84,15 @@ def _data_digest(frames: Any, table: pd.DataFrame) -> str:
 
 
 def checkpoint_dir(root: str | Path, train_cfg: dict[str, Any], frames: Any, table: pd.DataFrame) -> Path:
-    """``root / <model>-<hash>``; the hash covers what changes the weights (not progress bars or the budget).
+    """``root / <model>-<hash>``; the hash covers what changes the weights (not progress bars or the budget;
+    starting weights by their content).
 
     ``num_workers`` counts: augmentation draws come from the worker processes' generators when
     there are workers, from the training process's otherwise, so the two give different runs.
     """
     keep = {k: v for k, v in train_cfg.items() if k not in ("progress", "max_minutes")}
+    if keep.get("pretrained_file"):  # the weights' content, not where they lie (paths differ between clones)
+        keep["pretrained_file"] = hashlib.sha256(Path(keep["pretrained_file"]).read_bytes()).hexdigest()
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
     h.update(_data_digest(frames, table).encode())
     return Path(root) / f"{train_cfg['model_name']}-{h.hexdigest()[:12]}"

@@ -14,6 +14,12 @@ triangle inscribed in a great circle: C = 3 * sqrt(3) / 4 (about 1.299). The sco
 [0, 1]: 1 when the reports coincide (or all three points are collinear), 0 only for that extreme
 triangle. ``C`` is a parameter, and results files record it.
 
+Not verified against the paper's text. What could be checked (abstract, NeurIPS 2024 poster page and
+secondary reviews): the three embeddings share one space (LIMITR in the paper), the similarity is
+the area of their triangle, and in the paper's ablation it agreed better with radiologists than
+cosine similarity, a minimal bounding sphere and an image-centred cosine. None of these sources
+gives the exact expression or its normalisation; the form above is ours.
+
 The embedder is pluggable (``Embedder``): the ConceptCLIP stand-in of notebook 05 (a small
 ``SiglipModel`` folder) in the smoke profile, ConceptCLIP in the paper profile, both read by
 ``SiglipEmbedder.from_pretrained`` from a local folder (nothing is downloaded).
@@ -104,11 +110,20 @@ class SiglipEmbedder:
     def from_pretrained(cls, folder: str | Path, device: str = "cpu", batch_size: int = 16) -> "SiglipEmbedder":
         from transformers import AutoImageProcessor, AutoTokenizer, SiglipModel
 
+        from transformers.utils import logging as hf_logging
+
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"no embedder folder {folder}")
-        return cls(SiglipModel.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder),
-                   AutoTokenizer.from_pretrained(folder), device=device, batch_size=batch_size)
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()   # no "Loading weights" widget in notebook outputs
+        try:
+            model = SiglipModel.from_pretrained(folder)
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
+        return cls(model, AutoImageProcessor.from_pretrained(folder), AutoTokenizer.from_pretrained(folder),
+                   device=device, batch_size=batch_size)
 
     @staticmethod
     def _rgb(image: Any):

@@ -6,7 +6,7 @@ One concern a module:
   each trained here and cached by a hash of its config and data;
 - ``build``: the registry of the three model families, their assembly from stand-ins (smoke) and
   their loading from local checkpoints (paper);
-- ``data``: prompts, bad-input rules, encoding and collators;
+- ``data``: prompts, bad-input rules and encoding; ``collate``: the padding collator (torch only);
 - ``lora``: LoRA through peft and the Hugging Face Trainer;
 - ``generate``: batched greedy decoding, held-out losses and the image-reliance measure;
 - ``stage``: the glue between a profile's ``finetune`` section and the modules above.

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cag_utils.vlm.collate import Collator  # noqa: F401  (re-exported; a torch-only module)
+
 LANGUAGES = ("ja", "en")
 PROMPT_FIELDS = ("pre_procedure_report", "laterality_pred")
 
@@ -135,34 +137,6 @@ def encode_examples(arch: str, processor, examples: list[Example], max_length: i
         encoded.append(full if with_target else encode(arch, processor, ex, False, blank_value))
         kept.append(ex)
     return encoded, kept, pd.DataFrame(skipped, columns=["record_id", "split", "language", "reason"])
-
-
-def _pad(seqs: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
-    width = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), width), value, dtype=seqs[0].dtype)
-    for i, s in enumerate(seqs):
-        if left:
-            out[i, width - len(s):] = s
-        else:
-            out[i, :len(s)] = s
-    return out
-
-
-@dataclass
-class Collator:
-    """Pads a list of ``encode`` outputs: right for training, left (``left=True``) for generation."""
-
-    pad_token_id: int
-    left: bool = False
-
-    def __call__(self, batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        out = {"input_ids": _pad([b["input_ids"] for b in batch], self.pad_token_id, self.left),
-               "attention_mask": _pad([b["attention_mask"] for b in batch], 0, self.left),
-               "token_type_ids": _pad([b["token_type_ids"] for b in batch], 0, self.left),
-               "pixel_values": torch.stack([b["pixel_values"] for b in batch])}
-        if "labels" in batch[0]:
-            out["labels"] = _pad([b["labels"] for b in batch], -100, self.left)
-        return out
 
 
 def example_table(examples: list[Example]) -> pd.DataFrame:

@@ -12,10 +12,7 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-
-from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
 
 
 def _batches(items: list, size: int):
@@ -58,12 +55,16 @@ def example_losses(model, encoded: list[dict[str, torch.Tensor]], collator, batc
 
 def reliance_stats(real: np.ndarray, blank: np.ndarray, patients: list[str]) -> np.ndarray:
     """(n_patients, 3): per patient summed loss with real images, with blanked images, target tokens."""
+    import pandas as pd   # here, not at the top: the GPU check imports ``generate`` without the data stack
+
     df = pd.DataFrame({"p": patients, "real": real[:, 0], "blank": blank[:, 0], "n": real[:, 1]})
     return df.groupby("p", sort=True)[["real", "blank", "n"]].sum().to_numpy()
 
 
 def reliance_intervals(stats: np.ndarray, seed: int) -> dict[str, dict[str, Any]]:
     """Patient-bootstrap intervals of the real-image loss, the blanked-image loss, and blanked - real."""
+    from cag_utils.intervals import patient_bootstrap, ratio_of_sums
+
     return {
         "test_loss": patient_bootstrap(stats[:, [0, 2]], ratio_of_sums, seed=seed),
         "test_loss_blanked": patient_bootstrap(stats[:, [1, 2]], ratio_of_sums, seed=seed),
@@ -71,4 +72,4 @@ def reliance_intervals(stats: np.ndarray, seed: int) -> dict[str, dict[str, Any]
     }
 
 
-__all__ = ["example_losses", "generate", "ratio_by_patient", "reliance_intervals", "reliance_stats"]
+__all__ = ["example_losses", "generate", "reliance_intervals", "reliance_stats"]

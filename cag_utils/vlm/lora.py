@@ -55,10 +55,11 @@ def n_steps(n_examples: int, batch_size: int, epochs: int, max_steps: int) -> in
 
 
 def train(model, train_set: list, eval_set: list, collator, p: dict[str, Any], out_dir: Path,
-          seed: int) -> dict[str, Any]:
+          seed: int, callbacks: list | None = None) -> dict[str, Any]:
     """Train with ``transformers.Trainer``; returns {"history", "steps", "train_loss"}.
 
     ``p``: batch_size, epochs, max_steps, lr, warmup_ratio, weight_decay, max_grad_norm, eval_points, device.
+    ``callbacks``: extra ``TrainerCallback``s (the GPU check times steps with one); they do not change training.
     """
     from transformers import Trainer, TrainingArguments
 
@@ -74,7 +75,7 @@ def train(model, train_set: list, eval_set: list, collator, p: dict[str, Any], o
         gradient_checkpointing=gpu, remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
         label_names=["labels"])
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
-                      data_collator=collator)
+                      data_collator=collator, callbacks=callbacks)
     out = trainer.train()
     history = [{k: v for k, v in h.items() if k in ("step", "epoch", "loss", "eval_loss", "grad_norm")}
                for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]

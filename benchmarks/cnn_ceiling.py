@@ -1,0 +1,134 @@
+"""Ceiling study of the stage-1 CNN: the same recipe with k times the training patients (not CI).
+
+Answers "do the generator's labels permit laterality F1 >= 0.96 at all?". Extra training
+patients come from auxiliary cohorts generated with the profile's generator and their own seed
+stream (patients checked disjoint from every split), and are added to the train split of the
+annotation cohort of notebook 01; validation and test splits stay those of notebook 02, so every
+point is scored on the same test frames. The recipe is notebook 02's (profile ``cnn`` section,
+including the synthetic pretraining). Besides the F1 values, the laterality accuracy of the test
+frames is broken down by their true contrast state (the generator's ``fill``), which shows whether
+the errors that remain sit on frames whose laterality the image cannot show.
+
+    CAG_OUTPUT_ROOT=/tmp/ceil python -m cag_utils.pipeline --only 01
+    CAG_OUTPUT_ROOT=/tmp/ceil python benchmarks/cnn_ceiling.py --factors 1 5 --out results/cnn_ceiling.json \\
+        --figure figures/cnn_ceiling
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
+from cag_utils.cnn.pretrain import _main_patients, aux_cohort_settings, build_aux_cohort, check_disjoint, pretrained_weights  # noqa: E402
+from cag_utils.cnn.stage import evaluate_split, headline_intervals, prediction_rows, train_config  # noqa: E402
+from cag_utils.config import load_config, parse_override, work_dir  # noqa: E402
+from cag_utils.contrast import low_contrast_mask, vessel_contrast_batch  # noqa: E402
+from cag_utils.dataset import load_annotation  # noqa: E402
+from cag_utils.labels import LATERALITIES  # noqa: E402
+from cag_utils.results import describe_device, git_sha, package_versions  # noqa: E402
+
+CEILING_STREAM = 0x43454C  # "CEL": seed stream of the extra training patients
+FILL_BINS = {"no contrast (fill < 0.01)": (-1.0, 0.01), "faint (0.01-0.15)": (0.01, 0.15), "filled (>= 0.15)": (0.15, 2.0)}
+
+
+def laterality_by_fill(rows: pd.DataFrame, fill: np.ndarray) -> list[dict]:
+    """Laterality accuracy of test frames by true opacification (``fill``, the generator's state)."""
+    lat_true, lat_pred = rows["label"].to_numpy() // 3, rows["pred"].to_numpy() // 3
+    out = []
+    for name, (lo, hi) in FILL_BINS.items():
+        m = (fill >= lo) & (fill < hi)
+        out.append({"contrast": name, "frames": int(m.sum()), "share": float(m.mean()),
+                    "laterality_accuracy": float((lat_true[m] == lat_pred[m]).mean()) if m.any() else None})
+    return out
+
+
+def plot_ceiling(points: pd.DataFrame):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for col, label, style in [("test.laterality_f1", "laterality F1 (test)", "o-"),
+                              ("low_contrast.laterality_f1", "laterality F1 (low-contrast test)", "s--"),
+                              ("test.key_frame_f1", "key-frame F1 (test)", "^-")]:
+        ax.plot(points["n_train_frames"], points[col], style, label=label)
+    ax.axhline(0.96, color="grey", lw=0.8, ls="--")
+    ax.annotate("paper: laterality F1 0.96", (points["n_train_frames"].min(), 0.96), xytext=(0, 3),
+                textcoords="offset points", fontsize=8, color="grey")
+    ax.set_xscale("log")
+    ax.set_xlabel("training frames (log scale)")
+    ax.set_ylabel("F1 on the notebook-02 test split")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("-p", dest="overrides", action="append", default=[], help="cnn key=value override")
+    ap.add_argument("--factors", type=float, nargs="+", default=[1, 10], help="training patients x the smoke train split")
+    ap.add_argument("--out", default="results/cnn_ceiling.json")
+    ap.add_argument("--figure", default="figures/cnn_ceiling", help="stem; .png and .pdf are written")
+    args = ap.parse_args(argv)
+
+    cfg = load_config(args.profile, "cnn", dict(parse_override(o) for o in args.overrides))
+    frames, table = load_annotation(cfg)
+    pre = pretrained_weights(cfg, train_config(cfg, progress=False), frames.shape[1], progress=True)
+    tc = train_config(cfg, progress="epochs", pretrained_file=pre.path)
+    test = table["split"].to_numpy() == "test"
+    low = low_contrast_mask(vessel_contrast_batch(frames[np.flatnonzero(test)]), cfg["cnn_low_contrast_quantile"])
+    n_train_exams = int(table.loc[table["split"] == "train", "exam_id"].nunique())
+    data_cfg = {**load_config(cfg["profile"], "data"), "num_workers": cfg["num_workers"]}
+    points, root = [], work_dir(cfg["profile"]) / "ceiling"
+    for factor in sorted(args.factors):
+        n_extra = int(round((factor - 1) * n_train_exams))
+        all_frames, all_table = np.asarray(frames), table
+        if n_extra > 0:
+            aux_cfg = aux_cohort_settings(data_cfg, n_extra, frames.shape[1], stream=CEILING_STREAM)
+            extra_frames, extra = build_aux_cohort(aux_cfg, root / f"extra-{n_extra}-{aux_cfg['seed']}" / "cohort")
+            check_disjoint(extra["patient_id"], **_main_patients(cfg))
+            all_frames = np.concatenate([all_frames, np.asarray(extra_frames)])
+            all_table = pd.concat([table, extra.assign(split="train")[table.columns]], ignore_index=True)
+        out_dir = root / f"{tc['model_name']}-x{factor:g}"
+        t0 = time.perf_counter()
+        res = train_classifier(all_frames, all_table, tc, out_dir, resume=True)
+        model, info = load_trained(out_dir)
+        pred, _ = evaluate_split(model, info, all_frames, all_table, "test", {"low_contrast": low})
+        rows = prediction_rows(pred, {"low_contrast": low})
+        headline = headline_intervals(rows, ("low_contrast",), seed=cfg["seed"])
+        point = {"factor": factor, "n_train_frames": res.n_train, "n_extra_exams": n_extra, "status": res.status,
+                 "best_epoch": res.best_epoch, "train_seconds": round(time.perf_counter() - t0, 1),
+                 **{k: v["estimate"] for k, v in headline.items()},
+                 "intervals": headline, "laterality_by_fill": laterality_by_fill(rows, pred["fill"].to_numpy())}
+        print(json.dumps({k: v for k, v in point.items() if k != "intervals"}, default=str), flush=True)
+        points.append(point)
+        record = {"n_test_frames": int(test.sum()), "n_low_contrast_test_frames": int(low.sum()),
+                  "train_config": {**tc, "pretrained_file": pre.name or None}, "pretraining": pre.summary(),
+                  "laterality_classes": list(LATERALITIES), "points": points,
+                  "provenance": {"git_sha": git_sha(), "versions": package_versions(), "device": describe_device()}}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_figure(pd.DataFrame(points), args.figure)
+    print(f"wrote {args.out} and {args.figure}.png")
+
+
+def write_figure(points: pd.DataFrame, stem: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = plot_ceiling(points)
+    Path(stem).parent.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        fig.savefig(f"{stem}.{ext}", dpi=150, metadata={"CreationDate": None} if ext == "pdf" else None)
+
+
+if __name__ == "__main__":
+    main()
