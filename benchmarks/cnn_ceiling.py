@@ -25,6 +25,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cnn_learning_curve import save_figure  # noqa: E402  (same folder)
 
 from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
 from cag_utils.cnn.pretrain import _main_patients, aux_cohort_settings, build_aux_cohort, check_disjoint, pretrained_weights  # noqa: E402
@@ -124,10 +127,7 @@ def write_figure(points: pd.DataFrame, stem: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = plot_ceiling(points)
-    Path(stem).parent.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(f"{stem}.{ext}", dpi=150, metadata={"CreationDate": None} if ext == "pdf" else None)
+    save_figure(plot_ceiling(points), stem)
 
 
 if __name__ == "__main__":

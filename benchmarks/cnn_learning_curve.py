@@ -122,7 +122,11 @@ def write_figure(points: pd.DataFrame, stem: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = plot_curve(points)
+    save_figure(plot_curve(points), stem)
+
+
+def save_figure(fig, stem: str) -> None:
+    """PNG and PDF beside each other; the PDF without a creation date, so reruns are identical."""
     Path(stem).parent.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
         fig.savefig(f"{stem}.{ext}", dpi=150, metadata={"CreationDate": None} if ext == "pdf" else None)
