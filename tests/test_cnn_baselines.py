@@ -12,7 +12,7 @@ from cag_utils.cnn.baselines import cue_features, cue_predictions, cue_table, sc
 
 REPO = Path(__file__).resolve().parents[1]
 # The CNN must beat the frame-index baseline's key-frame F1 by at least this much (absolute F1).
-KEY_FRAME_MARGIN = 0.05
+KEY_FRAME_MARGIN = 0.10  # "clearly above" (issue 13): five times the seed sd of this metric measured on generator v3 (0.019)
 
 
 def cue_set(n_patients: int = 12, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -53,10 +53,9 @@ def test_informative_cues_score_one_and_random_angles_do_not():
     assert list(cue_table(scores, head)["CNN F1"]) == ["0.500 (0.400-0.600)", "0.900 (0.800-0.950)", "0.900 (0.800-0.950)"]
 
 
-@pytest.mark.xfail(strict=False, reason="open target of issue 13: the 64 px smoke CNN underfits the key-frame "
-                   "category and does not yet clear the frame-index tree by KEY_FRAME_MARGIN")
 def test_committed_cnn_beats_the_frame_index_baseline():
-    """On the committed results: the CNN's key-frame F1 exceeds the frame-index tree's by KEY_FRAME_MARGIN."""
+    """On the committed results: the CNN's key-frame F1 exceeds the frame-index tree's by KEY_FRAME_MARGIN,
+    and their 95 % patient intervals do not overlap."""
     path = REPO / "results" / "02_cnn.json"
     results = json.loads(path.read_text())["results"]
     if "baselines" not in results:
@@ -64,6 +63,7 @@ def test_committed_cnn_beats_the_frame_index_baseline():
     cnn = results["headline"]["test.key_frame_f1"]["estimate"]
     base = results["baselines"]["frame_index.key_frame_category"]["estimate"]
     assert cnn >= base + KEY_FRAME_MARGIN, f"CNN key-frame F1 {cnn:.3f} vs frame-index baseline {base:.3f}"
+    assert results["headline"]["test.key_frame_f1"]["ci_low"] > results["baselines"]["frame_index.key_frame_category"]["ci_high"]
 
 
 def test_frame_index_cue_agrees_with_the_cohort_check():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation
 
@@ -20,7 +21,7 @@ from cag_utils.synth.reports import GRADES, Lesion
 #            proximal and distal diameter (mm), [(fraction along branch, AHA segment), ...]).
 # Segment lists give the segment that starts at each fraction.
 _LCA = {
-    "LM": (None, 0.0, [(4, 4, 10), (10, 2, 9), (15, 0, 8)], (4.5, 4.2), [(0.0, "5")]),
+    "LM": (None, 0.0, [(4, 4, 10), (7.5, 2.5, 9.3), (11, 1, 8.5)], (4.5, 4.5), [(0.0, "5")]),   # 8 mm (x scale)
     "LAD": ("LM", 1.0, [(15, 0, 8), (22, -25, -5), (32, -40, -25), (45, -45, -45), (52, -40, -62)],
             (3.7, 1.9), [(0.0, "6"), (0.3, "7"), (0.62, "8")]),
     "D1": ("LAD", 0.3, [(40, -22, -18), (55, -15, -35)], (2.4, 1.3), [(0.0, "9")]),
@@ -38,6 +39,31 @@ _RCA = {
     "RV": ("RCA", 0.22, [(-12, -34, -15), (4, -42, -30)], (1.6, 0.9), []),
     "PD": ("RCA", 1.0, [(5, 30, -60), (22, 15, -70)], (2.0, 1.1), [(0.0, "4PD")]),
     "AV": ("RCA", 1.0, [(10, 45, -46), (26, 50, -40)], (1.8, 1.0), [(0.0, "4AV")]),
+}
+# Unnumbered side branches: (name, parent, count range, fraction range along the parent,
+# diameter range mm, length range mm, direction in the canonical heart (None: any), probability).
+_FAMILIES = {
+    "LCA": [
+        ("SEP", "LAD", (3, 6), (0.06, 0.7), (0.8, 1.5), (12, 30), (-0.4, 0.8, -0.3), 1.0),   # septal perforators
+        ("DG", "LAD", (1, 2), (0.72, 0.9), (1.1, 1.7), (15, 30), (0.8, 0.3, -0.5), 0.8),    # further diagonals
+        ("AP", "LAD", (1, 3), (0.82, 0.98), (0.6, 1.0), (8, 16), (0.2, 0.2, -0.9), 1.0),    # apical twigs
+        ("OM", "LCX", (1, 2), (0.5, 0.82), (1.3, 2.0), (18, 35), (0.3, -0.1, -0.95), 1.0),  # further marginals
+        ("AT", "LCX", (1, 1), (0.05, 0.3), (0.8, 1.2), (10, 22), (0.0, 0.6, 0.8), 0.6),     # atrial / sinus node
+        ("T", "D1", (1, 3), (0.3, 0.9), (0.6, 1.0), (6, 14), None, 1.0),
+        ("T", "D2", (1, 2), (0.3, 0.9), (0.6, 0.9), (6, 12), None, 1.0),
+        ("T", "OM", (1, 3), (0.3, 0.9), (0.6, 1.0), (6, 14), None, 1.0),
+        ("T", "PL", (1, 2), (0.3, 0.9), (0.6, 0.9), (6, 12), None, 1.0),
+        ("SEP", "PD15", (1, 3), (0.2, 0.85), (0.6, 0.9), (8, 16), (0.0, -0.7, 0.7), 1.0),
+    ],
+    "RCA": [
+        ("CB", "RCA", (1, 1), (0.01, 0.06), (1.0, 1.6), (18, 32), (0.7, -0.7, 0.2), 0.9),    # conus branch
+        ("SN", "RCA", (1, 1), (0.02, 0.1), (0.9, 1.3), (18, 30), (-0.3, 0.5, 0.8), 0.6),     # sinus-node branch
+        ("AM", "RCA", (2, 4), (0.3, 0.8), (1.0, 1.7), (18, 40), (0.6, -0.5, -0.6), 1.0),    # acute marginals
+        ("T", "RCA", (1, 3), (0.05, 0.95), (0.5, 0.8), (5, 12), None, 1.0),                 # atrial twigs
+        ("T", "RV", (1, 2), (0.3, 0.9), (0.5, 0.8), (6, 12), None, 1.0),
+        ("SEP", "PD", (2, 4), (0.2, 0.85), (0.6, 0.9), (8, 16), (0.0, -0.7, 0.7), 1.0),     # inferior septals
+        ("PL", "AV", (1, 2), (0.3, 0.9), (0.8, 1.2), (10, 22), (0.3, 0.3, -0.9), 1.0),     # posterolaterals
+    ],
 }
 # Segments where stenoses are drawn, with relative frequency (proximal segments dominate).
 LESION_SITES = {"1": 3, "2": 3, "3": 2, "4PD": 1, "5": 0.7, "6": 5, "7": 4, "8": 1, "9": 2,
@@ -58,6 +84,7 @@ class Tree:
     delay_s: np.ndarray     # (M,) extra bolus delay from slow flow past tight lesions
     spacing: float          # mm between consecutive samples
     ostium: np.ndarray      # (3,) mm
+    branch: np.ndarray | None = None  # (M,) branch name ("LAD", "LAD.SEP2", ...)
 
 
 def sample_dominance(rng: np.random.Generator) -> str:
@@ -101,18 +128,107 @@ def _calibre_scale(name: str, laterality: str, dominance: str) -> float:
     return 1.0
 
 
+def _side_branches(laterality: str, names: set[str], rng: np.random.Generator) -> dict[str, list[tuple]]:
+    """Unnumbered side branches per parent: (name, fraction, diameter mm, length mm, direction)."""
+    out: dict[str, list[tuple]] = {}
+    for prefix, parent, (lo, hi), (f0, f1), (d0, d1), (l0, l1), direction, p in _FAMILIES[laterality]:
+        if parent not in names or rng.random() >= p:
+            continue
+        n = int(rng.integers(lo, hi + 1))
+        fracs = np.sort(rng.uniform(f0, f1, n))
+        for k, f in enumerate(fracs):
+            out.setdefault(parent, []).append(
+                (f"{parent}.{prefix}{k + 1}", float(f), float(rng.uniform(d0, d1)), float(rng.uniform(l0, l1)),
+                 None if direction is None else np.asarray(direction, float)))
+    return out
+
+
+def _murray_radius(t: np.ndarray, r0: float, r1: float, daughters: list[tuple[float, float]]) -> tuple[np.ndarray, float]:
+    """Radius along a branch (t = 0..1) that loses each daughter's r^3 at its origin (Murray's law).
+
+    What the drawn daughters do not take of r0^3 - r1^3 goes to sub-visible branches spread
+    evenly along the branch (a smooth taper). Returns the profile and the factor by which the
+    daughters had to shrink when they asked for more than the budget (1 = none).
+    """
+    budget = max(r0**3 - r1**3, 0.0)
+    asked = sum(r**3 for _, r in daughters)
+    shrink = min(1.0, (budget / asked) ** (1 / 3)) if asked > 0 else 1.0
+    rest = budget - asked * shrink**3
+    cube = r0**3 - rest * t
+    for f, r in daughters:
+        cube = cube - (r * shrink) ** 3 * np.clip((t - f) / 0.03 + 0.5, 0, 1)  # a short (3 %) step
+    return np.cbrt(np.maximum(cube, r1**3 * 0.5)), shrink
+
+
+def _tortuous(pts: np.ndarray, amplitude: float, wavelength: float, spacing: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """Band-limited random displacement (mm) perpendicular to the centreline, zero at the origin."""
+    if len(pts) < 8 or amplitude <= 0:
+        return pts
+    noise = ndimage.gaussian_filter1d(rng.normal(0, 1, (len(pts), 3)), wavelength / 4 / spacing, axis=0, mode="reflect")
+    noise /= noise.std(axis=0).mean() + 1e-9
+    tangent = np.gradient(pts, axis=0)
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-9
+    noise -= (noise * tangent).sum(axis=1, keepdims=True) * tangent
+    ramp = np.clip(np.arange(len(pts)) * spacing / 6.0, 0, 1)[:, None]   # attached at the take-off
+    return pts + amplitude * ramp * noise
+
+
+def _side_ctrl(p0: np.ndarray, tangent: np.ndarray, length: float, direction: np.ndarray | None,
+               rng: np.random.Generator) -> np.ndarray:
+    """Control points of a side branch leaving the parent at p0 (mm, canonical heart)."""
+    if direction is None:  # twig: any direction off the parent's axis, leaning distally
+        direction = rng.normal(0, 1, 3)
+        direction -= direction.dot(tangent) * tangent
+    direction = direction / np.linalg.norm(direction)
+    d_start = 0.45 * tangent + direction + rng.normal(0, 0.25, 3)
+    d_start /= np.linalg.norm(d_start)
+    d_end = direction + 0.3 * tangent + rng.normal(0, 0.3, 3)
+    d_end /= np.linalg.norm(d_end)
+    p1 = p0 + 0.35 * length * d_start
+    p2 = p1 + 0.35 * length * (d_start + d_end) / np.linalg.norm(d_start + d_end)
+    return np.vstack([p0, p1, p2, p2 + 0.3 * length * d_end])
+
+
 def build_tree(
     laterality: str, dominance: str, lesions: tuple[Lesion, ...], rng: np.random.Generator,
-    spacing: float = 0.25, female: bool = False, geometry: dict | None = None,
+    spacing: float = 0.25, female: bool = False, geometry: dict | None = None, side_branches: bool = True,
 ) -> Tree:
-    """Sample one patient's tree; `geometry` (rotation, scale, jitter seed) is shared by LCA and RCA."""
+    """Sample one patient's tree; `geometry` (rotation, scale, jitter seed) is shared by LCA and RCA.
+
+    Numbered branches follow the grooves (table above); unnumbered side branches (septal
+    perforators, further diagonals and marginals, conus and sinus-node branches, acute
+    marginals, twigs) are drawn per patient and take their calibre from the parent by
+    Murray's law; every centreline gets a band-limited tortuosity.
+    """
     geometry = geometry or sample_geometry(rng, female)
     jitter_rng = np.random.default_rng(geometry["jitter_seed"] + (0 if laterality == "LCA" else 1))
+    side_rng = np.random.default_rng(geometry["jitter_seed"] + (2 if laterality == "LCA" else 3))
+    tort = geometry.get("tortuosity", 0.0)
     branches = _branches(laterality, dominance)
+    sides = _side_branches(laterality, set(branches), side_rng) if side_branches else {}
+    step = spacing / geometry["scale"]
+    # Proximal/distal radius of each numbered branch; terminal bifurcations obey Murray's law.
+    radii = {n: 0.5 * _calibre_scale(n, laterality, dominance) * geometry["calibre"] * np.array(b[3], float)
+             for n, b in branches.items()}
+    for name in branches:
+        ends = [c for c, b in branches.items() if b[0] == name and b[1] >= 1.0]
+        if len(ends) >= 2:
+            f = (radii[name][1] ** 3 / sum(radii[c][0] ** 3 for c in ends)) ** (1 / 3)
+            for c in ends:
+                radii[c] = radii[c] * f
     pts_all, rad_all, seg_all, path_all, names = [], [], [], [], []
-    starts: dict[str, tuple[np.ndarray, float]] = {}  # branch -> (sampled points, path at start)
-    for name, (parent, frac, ctrl, (d0, d1), segs) in branches.items():
-        ctrl = np.asarray(ctrl, float) + jitter_rng.normal(0, 3.0, (len(ctrl), 3))
+    parents: dict[str, str | None] = {}
+    starts: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # branch -> (sampled points, path)
+
+    def add(name, parent, pts, radius, segment, path0):
+        path = path0 + np.arange(len(pts)) * step
+        starts[name], parents[name] = (pts, path), parent
+        pts_all.append(pts), rad_all.append(radius), seg_all.append(segment), path_all.append(path)
+        names.extend([name] * len(pts))
+
+    for name, (parent, frac, ctrl, _, segs) in branches.items():
+        ctrl = np.asarray(ctrl, float) + jitter_rng.normal(0, 1.0 if name == "LM" else 3.0, (len(ctrl), 3))
         path0 = 0.0
         if parent is not None:
             ppts, ppath = starts[parent]
@@ -120,26 +236,34 @@ def build_tree(
             ctrl = np.vstack([ppts[i], ctrl]) if not np.allclose(ctrl[0], ppts[i], atol=6) else ctrl
             ctrl[0] = ppts[i]
             path0 = ppath[i]
-        pts = _resample(ctrl, spacing / geometry["scale"])
+        pts = _tortuous(_resample(ctrl, step), tort * side_rng.uniform(0.6, 1.3), 10.0, step, side_rng)
         t = np.linspace(0.0, 1.0, len(pts))
-        scale = _calibre_scale(name, laterality, dominance) * geometry["calibre"]
-        radius = 0.5 * scale * (d0 + (d1 - d0) * t)
+        kids = [(b[1], radii[c][0]) for c, b in branches.items() if b[0] == name and b[1] < 1.0]
+        kids += [(f, d / 2) for _, f, d, _, _ in sides.get(name, [])]
+        radius, _ = _murray_radius(t, *radii[name], kids)
         segment = np.full(len(pts), "", dtype=object)
         for f, s in segs:
             segment[t >= f] = s
-        path = path0 + np.arange(len(pts)) * spacing / geometry["scale"]
-        starts[name] = (pts, path)
-        pts_all.append(pts), rad_all.append(radius), seg_all.append(segment), path_all.append(path)
-        names += [name] * len(pts)
+        add(name, parent, pts, radius, segment, path0)
+        shrink = _murray_radius(t, *radii[name], kids)[1]
+        for sname, f, d, length, direction in sides.get(name, []):
+            i = min(int(f * (len(pts) - 1)), len(pts) - 2)
+            tangent = pts[min(i + 4, len(pts) - 1)] - pts[max(i - 4, 0)]
+            tangent /= np.linalg.norm(tangent) + 1e-9
+            spts = _resample(_side_ctrl(pts[i], tangent, length, direction, side_rng), step)
+            spts = _tortuous(spts, tort * side_rng.uniform(0.5, 1.0), 6.0, step, side_rng)
+            r0 = d / 2 * shrink
+            srad = r0 * np.linspace(1.0, 0.55, len(spts))
+            add(sname, name, spts, srad, np.full(len(spts), "", dtype=object), starts[name][1][i])
     points = np.vstack(pts_all)
     points = (points - HEART_CENTRE) @ geometry["rotation"].T * geometry["scale"] + HEART_CENTRE
     radius, segment, path = np.concatenate(rad_all), np.concatenate(seg_all), np.concatenate(path_all)
     flow, delay = np.ones(len(points)), np.zeros(len(points))
     branch = np.array(names, dtype=object)
     for lesion in lesions:
-        _apply_lesion(lesion, points, radius, segment, path, branch, flow, delay)
+        _apply_lesion(lesion, points, radius, segment, path, branch, flow, delay, parents)
     return Tree(laterality, points, radius, segment.astype(str), path * geometry["scale"], flow,
-                delay, spacing, points[0].copy())
+                delay, spacing, points[0].copy(), branch.astype(str))
 
 
 def sample_geometry(rng: np.random.Generator, female: bool = False) -> dict:
@@ -150,6 +274,8 @@ def sample_geometry(rng: np.random.Generator, female: bool = False) -> dict:
         "scale": float(rng.uniform(1.05, 1.35) * (0.95 if female else 1.0)),
         "calibre": float(rng.uniform(0.9, 1.1) * (0.91 if female else 1.0)),
         "jitter_seed": int(rng.integers(2**31)),
+        # RMS off-axis wiggle (mm); women more tortuous (Chiha et al. 2016)
+        "tortuosity": float(np.clip(rng.lognormal(np.log(0.45 if female else 0.32), 0.4), 0.1, 1.0)),
     }
 
 
@@ -163,7 +289,7 @@ def _resample(ctrl: np.ndarray, spacing: float) -> np.ndarray:
     return np.stack([np.interp(s, arc, dense[:, k]) for k in range(3)], axis=1)
 
 
-def _apply_lesion(lesion: Lesion, points, radius, segment, path, branch, flow, delay) -> None:
+def _apply_lesion(lesion: Lesion, points, radius, segment, path, branch, flow, delay, parents) -> None:
     """Narrow the vessel over a few mm (percent diameter stenosis) and slow flow past it."""
     idx = np.flatnonzero(segment == lesion.segment)
     if len(idx) == 0:
@@ -176,28 +302,24 @@ def _apply_lesion(lesion: Lesion, points, radius, segment, path, branch, flow, d
     radius *= 1 - min(lesion.percent, 97) / 100 * profile
     # Downstream = later along the tree from the lesion in its branch or any child branch.
     downstream = (path > path[centre]) & ((same_path & (np.arange(len(path)) > centre)) | ~same_path)
-    downstream &= _descends_from(branch, branch[centre], path, path[centre])
+    downstream &= _descends_from(branch, branch[centre], path, path[centre], parents)
     if lesion.percent >= 100:
         flow[downstream] = np.minimum(flow[downstream], 0.12)  # faint collateral filling only
     elif lesion.percent >= 90:
         delay[downstream] += 0.25 if lesion.percent == 90 else 0.6
 
 
-def _descends_from(branch: np.ndarray, name: str, path: np.ndarray, path0: float) -> np.ndarray:
-    """Points of `name` beyond path0 and of branches whose origin lies beyond it on `name`."""
-    parents = {**{k: v[0] for k, v in _LCA.items()}, **{k: v[0] for k, v in _RCA.items()},
-               "PD15": "LCX"}
+def _descends_from(branch: np.ndarray, name: str, path: np.ndarray, path0: float,
+                   parents: dict[str, str | None]) -> np.ndarray:
+    """Points of `name` beyond path0 and of branches whose line of descent leaves `name` beyond it."""
     mask = branch == name
-    for child in set(branch):
-        if child == name:
+    for child in parents:
+        c = child
+        while c is not None and parents.get(c) != name:
+            c = parents.get(c)
+        if c is None or child == name:
             continue
-        p, ok = child, False
-        while p is not None:
-            if parents.get(p) == name:
-                first = np.flatnonzero(branch == child)[0]
-                ok = path[first] > path0 or ok
-                break
-            p = parents.get(p)
-        if ok:
+        first = np.flatnonzero(branch == c)
+        if len(first) and path[first[0]] > path0:
             mask |= branch == child
     return mask

@@ -31,7 +31,7 @@ from cag_utils.dicom import write_xa
 from cag_utils.synth import anatomy, imaging
 from cag_utils.synth.reports import make_reports, sample_clinical_facts
 
-GENERATOR_VERSION = 3  # bump when the image model changes, so cached cohorts are rebuilt
+GENERATOR_VERSION = 8  # bump when the image model changes, so cached cohorts are rebuilt
 GENERATOR_KEYS = ("seed", "n_annotation_exams", "n_independent_exams", "image_size", "frame_rate",
                   "run_seconds", "bits_stored", "transfer_syntax", "low_dose_fraction",
                   "annotator_noise")
@@ -87,6 +87,27 @@ def _exam_folder(p: dict[str, Any]) -> str:
     return f"{p['PatientID']}_{p['StudyDate']}"
 
 
+def exam_views(rng: np.random.Generator) -> list[tuple[str, tuple[float, float]]]:
+    """4-6 LCA and 2-3 RCA views (weighted, no repeats); the left coronary first in about 70 % of exams."""
+    n_lca, n_rca = int(rng.integers(4, 7)), int(rng.integers(2, 4))
+    out = {}
+    for lat, views, weights, n in (("LCA", imaging.LCA_VIEWS, imaging.LCA_VIEW_WEIGHTS, n_lca),
+                                   ("RCA", imaging.RCA_VIEWS, imaging.RCA_VIEW_WEIGHTS, n_rca)):
+        idx = rng.choice(len(views), size=n, replace=False, p=np.asarray(weights) / np.sum(weights))
+        out[lat] = [(lat, tuple(views[i])) for i in idx]
+    return out["LCA"] + out["RCA"] if rng.random() < 0.7 else out["RCA"] + out["LCA"]
+
+
+def exam_catheters(rng: np.random.Generator) -> tuple[dict[str, str], str]:
+    """Catheter per laterality and the access route: radial (70 %) with one universal catheter
+    (Tiger/Ikari, "TIG") in half of those exams, otherwise Judkins/Amplatz shapes."""
+    access = "radial" if rng.random() < imaging.RADIAL_SHARE else "femoral"
+    if access == "radial" and rng.random() < imaging.UNIVERSAL_SHARE:
+        return {"LCA": "TIG", "RCA": "TIG"}, access
+    pick = {lat: str(rng.choice(list(c), p=list(c.values()))) for lat, c in imaging.CATHETERS_FEMORAL.items()}
+    return pick, access
+
+
 def _generate_exam(task: ExamTask) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Render and write all runs of one exam; return its label rows and report record."""
     s, p = task.settings, task.patient
@@ -112,13 +133,15 @@ def _generate_exam(task: ExamTask) -> tuple[list[dict[str, Any]], dict[str, Any]
     heart_rate = float(rng.uniform(0.95, 1.45))
     trees = {lat: anatomy.build_tree(lat, dominance, lesions, rng, spacing=0.25, female=female,
                                      geometry=geometry) for lat in ("LCA", "RCA")}
-    n_lca, n_rca = int(rng.integers(4, 7)), int(rng.integers(2, 4))
-    views = [("LCA", v) for v in rng.permutation(imaging.LCA_VIEWS)[:n_lca]] + \
-            [("RCA", v) for v in rng.permutation(imaging.RCA_VIEWS)[:n_rca]]
+    views = exam_views(rng)
+    catheters, access = exam_catheters(rng)
+    artefacts = {"ecg": bool(rng.random() < 0.3), "pacing_lead": bool(rng.random() < 0.03),
+                 "sternal_wires": "prior_cabg" in facts.history}
     rows: list[dict[str, Any]] = []
     for r, (lat, view) in enumerate(views):
         spec = imaging.sample_run_spec(rng, lat, tuple(view), s["frame_rate"], tuple(s["run_seconds"]),
-                                       s["low_dose_fraction"], heart_rate)
+                                       s["low_dose_fraction"], heart_rate, catheter=catheters[lat], access=access,
+                                       artefacts=artefacts)
         frames, truth = imaging.render_run(trees[lat], spec, s["image_size"], s["bits_stored"], rng)
         name = f"run_{r + 1:02d}.dcm"
         write_xa(out_dir / name, frames, bits_stored=s["bits_stored"], frame_time_ms=1000 / spec.frame_rate,
@@ -133,8 +156,9 @@ def _generate_exam(task: ExamTask) -> tuple[list[dict[str, Any]], dict[str, Any]
             label = str(rng.choice(["better", "bad", "others"])) if noisy[k] else category
             rows.append({"file": f"{folder.as_posix()}/{name}", "frame": k, "laterality": lat,
                          "key_frame_category": label, "true_key_frame_category": category,
-                         "fill": round(float(truth["fill"][k]), 4), "blur_mm": round(float(truth["blur_mm"][k]), 4),
-                         "cnr": round(float(truth["cnr"][k]), 3), "low_dose": int(spec.low_dose)})
+                         "fill": round(float(truth["fill"][k]), 4), "cover": round(float(truth["cover"][k]), 4), "blur_mm": round(float(truth["blur_mm"][k]), 4),
+                         "cnr": round(float(truth["cnr"][k]), 3), "low_dose": int(spec.low_dose),
+                         "catheter": spec.catheter, "access": spec.access})
     record = {"exam": folder.as_posix(), "cohort": task.cohort, "dominance": dominance,
               "lesions": "; ".join(f"#{l.segment} {l.percent}%" for l in lesions), **reports}
     return rows, record
