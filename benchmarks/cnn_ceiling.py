@@ -27,7 +27,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cnn_learning_curve import save_figure  # noqa: E402  (same folder)
+from cnn_learning_curve import plot_curve, save_figure  # noqa: E402  (same folder)
 
 from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
 from cag_utils.cnn.pretrain import _main_patients, aux_cohort_settings, build_aux_cohort, check_disjoint, pretrained_weights  # noqa: E402
@@ -54,23 +54,10 @@ def laterality_by_fill(rows: pd.DataFrame, fill: np.ndarray) -> list[dict]:
 
 
 def plot_ceiling(points: pd.DataFrame):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for col, label, style in [("test.laterality_f1", "laterality F1 (test)", "o-"),
-                              ("low_contrast.laterality_f1", "laterality F1 (low-contrast test)", "s--"),
-                              ("test.key_frame_f1", "key-frame F1 (test)", "^-")]:
-        ax.plot(points["n_train_frames"], points[col], style, label=label)
-    ax.axhline(0.96, color="grey", lw=0.8, ls="--")
-    ax.annotate("paper: laterality F1 0.96", (points["n_train_frames"].min(), 0.96), xytext=(0, 3),
-                textcoords="offset points", fontsize=8, color="grey")
-    ax.set_xscale("log")
-    ax.set_xlabel("training frames (log scale)")
-    ax.set_ylabel("F1 on the notebook-02 test split")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return fig
+    return plot_curve(points, series=(("test.laterality_f1", "laterality F1 (test)", "o-"),
+                                      ("low_contrast.laterality_f1", "laterality F1 (low-contrast test)", "s--"),
+                                      ("test.key_frame_f1", "key-frame F1 (test)", "^-")),
+                      xlabel="training frames (log scale)", ylabel="F1 on the notebook-02 test split")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,20 +37,25 @@ def nested_patient_subsets(patients: np.ndarray, fractions: list[float], seed: i
     return [order[: max(1, int(np.ceil(f * len(order))))] for f in sorted(fractions)]
 
 
-def plot_curve(points: pd.DataFrame):
+CURVE_SERIES = (("laterality_f1", "laterality F1 (test)", "o-"),
+                 ("laterality_f1_low_contrast", "laterality F1 (low-contrast test)", "s--"),
+                 ("key_frame_f1", "key-frame F1 (test)", "^-"), ("macro_f1", "6-class macro-F1", "d:"))
+
+
+def plot_curve(points: pd.DataFrame, series=CURVE_SERIES, xlabel: str = "training frames (log scale; patients subsampled)",
+               ylabel: str = "F1"):
+    """F1 against training frames (log x), one line per (column, label, style) of ``series``; the paper's 0.96 dashed."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for col, label, style in [("laterality_f1", "laterality F1 (test)", "o-"),
-                              ("laterality_f1_low_contrast", "laterality F1 (low-contrast test)", "s--"),
-                              ("key_frame_f1", "key-frame F1 (test)", "^-"), ("macro_f1", "6-class macro-F1", "d:")]:
+    for col, label, style in series:
         ax.plot(points["n_train_frames"], points[col], style, label=label)
     ax.axhline(0.96, color="grey", lw=0.8, ls="--")
     ax.annotate("paper: laterality F1 0.96", (points["n_train_frames"].min(), 0.96), xytext=(0, 3),
                 textcoords="offset points", fontsize=8, color="grey")
     ax.set_xscale("log")
-    ax.set_xlabel("training frames (log scale; patients subsampled)")
-    ax.set_ylabel("F1")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
