@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import html
 import json
 import os
 import re
@@ -214,8 +215,45 @@ def _save_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------- notebooks
 
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _widget_text(state: Mapping[str, Any], model_id: str) -> str | None:
+    """The final text of a tqdm progress-bar widget (HBox: prefix HTML, progress, suffix HTML)."""
+    box = state.get(model_id, {}).get("state", {})
+    parts = [state.get(str(c).removeprefix("IPY_MODEL_"), {}).get("state", {}) for c in box.get("children", [])]
+    texts = []
+    for part in parts:
+        if part.get("max"):   # the progress bar itself: ten cells, as tqdm's text bar
+            filled = round(10 * min(max(float(part.get("value") or 0) / float(part["max"]), 0.0), 1.0))
+            texts.append("|" + "█" * filled + " " * (10 - filled) + "|")
+        elif "value" in part:
+            texts.append(html.unescape(str(part["value"])).replace("\u2007", " ").rstrip())
+    return "".join(texts) if any(t.strip("| ") for t in texts) else None
+
+
+def flatten_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Replace progress-bar widgets by their final text; drop the saved widget state; in place.
+
+    tqdm.auto draws ipywidgets in Jupyter; papermill saves every bar's state (random model ids,
+    ~1 KB each) in the notebook metadata, which bloats the committed notebooks and their diffs.
+    The output keeps its text/plain fallback, set to the bar's last text ("100%| 136/136 ...")."""
+    state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).pop(WIDGET_VIEW, None)
+            if view is not None:
+                final = _widget_text(state, str(view.get("model_id", "")))
+                if final:
+                    output["data"]["text/plain"] = final
+    return nb
+
+
 def strip_timing(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop run-specific metadata (times, paths, random ids of papermill's cells); in place."""
+    """Drop run-specific metadata (times, paths, random ids of papermill's cells, progress-bar
+    widget state); in place."""
+    flatten_widgets(nb)
     papermill_meta = nb.metadata.get("papermill", {})
     if papermill_meta:
         nb.metadata["papermill"] = {"parameters": papermill_meta.get("parameters", {})}

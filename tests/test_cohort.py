@@ -11,6 +11,7 @@ import pytest
 from cag_utils import baselines, ingest
 from cag_utils.dataset import sampling_kwargs
 from cag_utils.synth.cohort import cohort_is_current, generate_cohort
+from cag_utils.synth.imaging import BLUR_BETTER_MM, CNR_BETTER, COVER_BETTER, FILL_OTHERS
 
 pytestmark = pytest.mark.slow
 SALT = "test-salt"
@@ -63,10 +64,12 @@ def test_every_key_frame_category_and_low_dose_runs_occur(small_cohort):
     assert set(labels["laterality"]) == {"LCA", "RCA"}
     assert labels["low_dose"].any() and not labels["low_dose"].all()
     # others = no contrast in the tree; better = opacified along 90 % of its length, sharp, enough contrast-to-noise
-    assert labels.loc[labels.key_frame_category == "others", "fill"].max() < 0.15
+    assert labels.loc[labels.key_frame_category == "others", "fill"].max() < FILL_OTHERS
     better = labels[labels.key_frame_category == "better"]
-    assert better["cover"].min() >= 0.9 and better["cnr"].min() >= 4.0 and better["blur_mm"].max() < 0.45
-    filled = labels[(labels.fill >= 0.15) & (labels.cover >= 0.9) & (labels.cnr >= 4.0) & (labels.blur_mm < 0.45)]
+    assert better["cover"].min() >= COVER_BETTER and better["cnr"].min() >= CNR_BETTER
+    assert better["blur_mm"].max() < BLUR_BETTER_MM
+    filled = labels[(labels.fill >= FILL_OTHERS) & (labels.cover >= COVER_BETTER) & (labels.cnr >= CNR_BETTER)
+                    & (labels.blur_mm < BLUR_BETTER_MM)]
     assert (filled["key_frame_category"] == "better").all()  # the rule, both ways
 
 

@@ -224,3 +224,28 @@ def test_step_hash_ignores_outputs_and_injected_cells():
     nb.cells[0].source = "a = 2"
     assert pipeline.step_hash(nb, *args) != base
     assert pipeline.step_hash(nb, {"profile": "paper"}, *args[1:]) != pipeline.step_hash(nb, *args)
+
+
+def test_strip_timing_replaces_progress_widgets_by_their_final_text():
+    """tqdm.auto bars saved by papermill: the widget state leaves the notebook, the output
+    keeps a text/plain line with the bar's final state instead of its 0 % fallback."""
+    def model(name, **state):
+        return {"model_name": name, "model_module": "@jupyter-widgets/controls", "state": state}
+    state = {"box": model("HBoxModel", children=["IPY_MODEL_pre", "IPY_MODEL_bar", "IPY_MODEL_post"]),
+             "pre": model("HTMLModel", value="Loading\u2007weights:\u2007100%"),
+             "bar": model("FloatProgressModel", value=136.0, max=136.0, bar_style="success"),
+             "post": model("HTMLModel", value="\u2007136/136\u2007[00:00&lt;00:00]")}
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {pipeline.WIDGET_STATE: {"state": state, "version_major": 2, "version_minor": 0}}
+    cell = nbformat.v4.new_code_cell("load()")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        pipeline.WIDGET_VIEW: {"model_id": "box", "version_major": 2, "version_minor": 0},
+        "text/plain": "Loading weights:   0%|          | 0/136 [00:00<?, ?it/s]"}),
+        nbformat.v4.new_output("display_data", data={   # a view whose state was not saved: fallback kept
+        pipeline.WIDGET_VIEW: {"model_id": "gone"}, "text/plain": "fallback"})]
+    nb.cells = [cell]
+    out = pipeline.strip_timing(nb)
+    assert "widgets" not in out.metadata
+    assert out.cells[0].outputs[0].data == {"text/plain": "Loading weights: 100%|██████████| 136/136 [00:00<00:00]"}
+    assert out.cells[0].outputs[1].data == {"text/plain": "fallback"}
+    nbformat.validate(out)
