@@ -5,13 +5,18 @@ patients come from auxiliary cohorts generated with the profile's generator and 
 stream (patients checked disjoint from every split), and are added to the train split of the
 annotation cohort of notebook 01; validation and test splits stay those of notebook 02, so every
 point is scored on the same test frames. The recipe is notebook 02's (profile ``cnn`` section,
-including the synthetic pretraining). Besides the F1 values, the laterality accuracy of the test
+including its starting weights). Besides the F1 values, the laterality accuracy of the test
 frames is broken down by their true contrast state (the generator's ``fill``), which shows whether
 the errors that remain sit on frames whose laterality the image cannot show.
 
     CAG_OUTPUT_ROOT=/tmp/ceil python -m cag_utils.pipeline --only 01
     CAG_OUTPUT_ROOT=/tmp/ceil python benchmarks/cnn_ceiling.py --factors 1 5 --out results/cnn_ceiling.json \\
         --figure figures/cnn_ceiling
+    # a further point, keeping the committed ones (the recipe must match; a long run needs the guard off):
+    CAG_OUTPUT_ROOT=/tmp/ceil python benchmarks/cnn_ceiling.py --factors 10 --append -p cnn_max_minutes=0
+    # the same recipe from the synthetic pretraining instead of random weights:
+    CAG_OUTPUT_ROOT=/tmp/ceil python benchmarks/cnn_ceiling.py --factors 1 -p cnn_pretrain=synthetic_angles \\
+        --out results/cnn_pretrain_effect.json --figure ''
 """
 from __future__ import annotations
 
@@ -57,7 +62,23 @@ def plot_ceiling(points: pd.DataFrame):
     return plot_curve(points, series=(("test.laterality_f1", "laterality F1 (test)", "o-"),
                                       ("low_contrast.laterality_f1", "laterality F1 (low-contrast test)", "s--"),
                                       ("test.key_frame_f1", "key-frame F1 (test)", "^-")),
-                      xlabel="training frames (log scale)", ylabel="F1 on the notebook-02 test split")
+                      xlabel="training frames (log scale)", ylabel="F1 on the notebook-02 test split (95 % CI)",
+                      ylim=(0.4, 1.0))
+
+
+def merge_points(old: dict | None, train_cfg: dict, new_factors) -> list[dict]:
+    """Points of an earlier record of the same recipe, less those about to be rerun (``--append``).
+
+    The recipe must match (``progress`` and the wall-clock guard ``max_minutes`` aside, which do not
+    change a finished run); otherwise the old points answer another question and the call stops.
+    """
+    if old is None:
+        return []
+    ignore = ("progress", "max_minutes")
+    same = {k: v for k, v in old["train_config"].items() if k not in ignore}
+    if same != {k: v for k, v in train_cfg.items() if k not in ignore}:
+        raise SystemExit("--append: the recipe differs from the one in the existing --out file; write another file")
+    return [pt for pt in old["points"] if pt["factor"] not in set(map(float, new_factors))]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("-p", dest="overrides", action="append", default=[], help="cnn key=value override")
     ap.add_argument("--factors", type=float, nargs="+", default=[1, 10], help="training patients x the smoke train split")
     ap.add_argument("--out", default="results/cnn_ceiling.json")
-    ap.add_argument("--figure", default="figures/cnn_ceiling", help="stem; .png and .pdf are written")
+    ap.add_argument("--figure", default="figures/cnn_ceiling", help="stem; .png and .pdf are written ('' for none)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the points of an existing --out file (same recipe) and add or replace --factors")
     args = ap.parse_args(argv)
 
     cfg = load_config(args.profile, "cnn", dict(parse_override(o) for o in args.overrides))
@@ -77,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     low = low_contrast_mask(vessel_contrast_batch(frames[np.flatnonzero(test)]), cfg["cnn_low_contrast_quantile"])
     n_train_exams = int(table.loc[table["split"] == "train", "exam_id"].nunique())
     data_cfg = {**load_config(cfg["profile"], "data"), "num_workers": cfg["num_workers"]}
-    points, root = [], work_dir(cfg["profile"]) / "ceiling"
+    record_cfg = {**tc, "pretrained_file": pre.name or None}
+    earlier = json.loads(Path(args.out).read_text()) if args.append and Path(args.out).exists() else None
+    points, root = merge_points(earlier, record_cfg, args.factors), work_dir(cfg["profile"]) / "ceiling"
     for factor in sorted(args.factors):
         n_extra = int(round((factor - 1) * n_train_exams))
         all_frames, all_table = np.asarray(frames), table
@@ -97,17 +122,19 @@ def main(argv: list[str] | None = None) -> None:
         point = {"factor": factor, "n_train_frames": res.n_train, "n_extra_exams": n_extra, "status": res.status,
                  "best_epoch": res.best_epoch, "train_seconds": round(time.perf_counter() - t0, 1),
                  **{k: v["estimate"] for k, v in headline.items()},
-                 "intervals": headline, "laterality_by_fill": laterality_by_fill(rows, pred["fill"].to_numpy())}
+                 "intervals": headline, "laterality_by_fill": laterality_by_fill(rows, pred["fill"].to_numpy()),
+                 "git_sha": git_sha()}
         print(json.dumps({k: v for k, v in point.items() if k != "intervals"}, default=str), flush=True)
-        points.append(point)
+        points = sorted([*points, point], key=lambda pt: pt["factor"])
         record = {"n_test_frames": int(test.sum()), "n_low_contrast_test_frames": int(low.sum()),
-                  "train_config": {**tc, "pretrained_file": pre.name or None}, "pretraining": pre.summary(),
+                  "train_config": record_cfg, "pretraining": pre.summary(),
                   "laterality_classes": list(LATERALITIES), "points": points,
                   "provenance": {"git_sha": git_sha(), "versions": package_versions(), "device": describe_device()}}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    write_figure(pd.DataFrame(points), args.figure)
-    print(f"wrote {args.out} and {args.figure}.png")
+    if args.figure:
+        write_figure(pd.DataFrame(points), args.figure)
+    print(f"wrote {args.out}" + (f" and {args.figure}.png" if args.figure else ""))
 
 
 def write_figure(points: pd.DataFrame, stem: str) -> None:

@@ -43,20 +43,28 @@ CURVE_SERIES = (("laterality_f1", "laterality F1 (test)", "o-"),
 
 
 def plot_curve(points: pd.DataFrame, series=CURVE_SERIES, xlabel: str = "training frames (log scale; patients subsampled)",
-               ylabel: str = "F1"):
-    """F1 against training frames (log x), one line per (column, label, style) of ``series``; the paper's 0.96 dashed."""
+               ylabel: str = "F1", ylim: tuple[float, float] = (0, 1.02)):
+    """F1 against training frames (log x), one line per (column, label, style) of ``series``; the paper's 0.96 dashed.
+
+    Points with an ``intervals`` column (``headline_intervals`` output) get their 95 % intervals as bars.
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for col, label, style in series:
-        ax.plot(points["n_train_frames"], points[col], style, label=label)
+    for i, (col, label, style) in enumerate(series):
+        x = points["n_train_frames"] * 1.02 ** (i - (len(series) - 1) / 2)  # dodged, so bars do not hide each other
+        ax.plot(x, points[col], style, label=label)
+        if "intervals" in points:  # 95 % patient-bootstrap intervals where the points carry them
+            lo = [iv[col]["ci_low"] for iv in points["intervals"]]
+            hi = [iv[col]["ci_high"] for iv in points["intervals"]]
+            ax.vlines(x, lo, hi, color=ax.get_lines()[-1].get_color(), lw=1.2)
     ax.axhline(0.96, color="grey", lw=0.8, ls="--")
-    ax.annotate("paper: laterality F1 0.96", (points["n_train_frames"].min(), 0.96), xytext=(0, 3),
+    ax.annotate("paper: laterality F1 0.96", (points["n_train_frames"].min(), 0.96), xytext=(0, -10),
                 textcoords="offset points", fontsize=8, color="grey")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(*ylim)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

@@ -141,6 +141,41 @@ def test_learning_curve_subsets_are_nested_and_seeded():
     assert not all((a == b).all() for a, b in zip(subsets, nested_patient_subsets(patients, [0.25, 0.5, 1], 4)))
 
 
+def test_ceiling_append_keeps_other_factors_and_refuses_another_recipe():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from cnn_ceiling import merge_points
+    finally:
+        sys.path.pop(0)
+    cfg = {"lr": 2e-3, "epochs": 30, "max_minutes": 30, "progress": "epochs"}
+    old = {"train_config": cfg, "points": [{"factor": 1.0, "f1": 0.9}, {"factor": 3.0, "f1": 0.95}]}
+    assert merge_points(None, cfg, [10]) == []
+    # the guard and the progress display do not change a finished run; rerun factors are dropped
+    kept = merge_points(old, {**cfg, "max_minutes": None, "progress": False}, [3, 10])
+    assert kept == [{"factor": 1.0, "f1": 0.9}]
+    with pytest.raises(SystemExit, match="recipe differs"):
+        merge_points(old, {**cfg, "lr": 1e-3}, [10])
+
+
+def test_curve_plot_draws_the_intervals_of_each_point():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from cnn_learning_curve import plot_curve
+    finally:
+        sys.path.pop(0)
+    iv = [{"f1": {"ci_low": 0.80, "ci_high": 0.90}}, {"f1": {"ci_low": 0.88, "ci_high": 0.97}}]
+    points = pd.DataFrame({"n_train_frames": [100, 300], "f1": [0.85, 0.93], "intervals": iv})
+    ax = plot_curve(points, series=(("f1", "F1", "o-"),), ylim=(0.5, 1)).axes[0]
+    (bars,) = ax.collections
+    assert [seg[:, 1].tolist() for seg in bars.get_segments()] == [[0.80, 0.90], [0.88, 0.97]]
+    assert ax.get_ylim() == (0.5, 1)
+    no_iv = plot_curve(points.drop(columns="intervals"), series=(("f1", "F1", "o-"),)).axes[0]
+    assert not no_iv.collections
+
+
 def test_prediction_rows_headline_intervals_and_table(trained_dir):
     """Per-frame rows carry IDs, classes, probabilities and subsets; intervals come from them."""
     from sklearn.metrics import f1_score
