@@ -238,7 +238,8 @@ def flatten_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
     tqdm.auto draws ipywidgets in Jupyter; papermill saves every bar's state (random model ids,
     ~1 KB each) in the notebook metadata, which bloats the committed notebooks and their diffs.
-    The output keeps its text/plain fallback, set to the bar's last text ("100%| 136/136 ...")."""
+    The output keeps its text/plain fallback, set to the bar's last text, e.g.
+    "100%|██████████| 30/30 [06:12<00:00, 12.10s/it, f1=0.675, loss=0.028]"."""
     state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     for cell in nb.cells:
         for output in cell.get("outputs", []):
