@@ -12,7 +12,8 @@ the errors that remain sit on frames whose laterality the image cannot show.
     CAG_OUTPUT_ROOT=/tmp/ceil python -m cag_utils.pipeline --only 01
     CAG_OUTPUT_ROOT=/tmp/ceil python benchmarks/cnn_ceiling.py --factors 1 5 --out results/cnn_ceiling.json \\
         --figure figures/cnn_ceiling
-    # a further point, keeping the committed ones (the recipe must match; a long run needs the guard off):
+    # a further point, keeping the committed ones (the recipe must match; a long run needs the guard off);
+    # --append without --factors rewrites the record and the figure from the points on file:
     CAG_OUTPUT_ROOT=/tmp/ceil python benchmarks/cnn_ceiling.py --factors 10 --append -p cnn_max_minutes=0
     # the same recipe from the synthetic pretraining instead of random weights:
     CAG_OUTPUT_ROOT=/tmp/ceil python benchmarks/cnn_ceiling.py --factors 1 -p cnn_pretrain=synthetic_angles \\
@@ -81,11 +82,30 @@ def merge_points(old: dict | None, train_cfg: dict, new_factors) -> list[dict]:
     return [pt for pt in old["points"] if pt["factor"] not in set(map(float, new_factors))]
 
 
+def paper_results(points: list[dict], n_test: int, n_low: int, pretraining: dict) -> dict:
+    """The record's ``results`` object (``cag_utils.report`` makes the paper's macros from it).
+
+    One entry per factor, ``x<factor>`` (``x10`` -> ``\\CnnCeilingXOneZero...``), with the training size and
+    the interval of each headline metric by subset (``test``, ``low_contrast``); the starting weights'
+    ``pretraining`` summary (source ``none``: random initialisation).
+    """
+    out: dict = {"n_test_frames": n_test, "n_low_contrast_test_frames": n_low, "pretraining": pretraining}
+    for pt in points:
+        entry: dict = {"n_train_frames": pt["n_train_frames"], "n_extra_exams": pt["n_extra_exams"],
+                       "best_epoch": pt["best_epoch"]}
+        for key, interval in pt["intervals"].items():
+            subset, metric = key.split(".", 1)
+            entry.setdefault(subset, {})[metric] = interval
+        out[f"x{pt['factor']:g}"] = entry
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("-p", dest="overrides", action="append", default=[], help="cnn key=value override")
-    ap.add_argument("--factors", type=float, nargs="+", default=[1, 10], help="training patients x the smoke train split")
+    ap.add_argument("--factors", type=float, nargs="*", default=[1, 10],
+                    help="training patients x the smoke train split (none, with --append: rewrite record and figure)")
     ap.add_argument("--out", default="results/cnn_ceiling.json")
     ap.add_argument("--figure", default="figures/cnn_ceiling", help="stem; .png and .pdf are written ('' for none)")
     ap.add_argument("--append", action="store_true",
@@ -126,15 +146,24 @@ def main(argv: list[str] | None = None) -> None:
                  "git_sha": git_sha()}
         print(json.dumps({k: v for k, v in point.items() if k != "intervals"}, default=str), flush=True)
         points = sorted([*points, point], key=lambda pt: pt["factor"])
-        record = {"n_test_frames": int(test.sum()), "n_low_contrast_test_frames": int(low.sum()),
-                  "train_config": record_cfg, "pretraining": pre.summary(),
-                  "laterality_classes": list(LATERALITIES), "points": points,
-                  "provenance": {"git_sha": git_sha(), "versions": package_versions(), "device": describe_device()}}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=2, default=str) + "\n")
+        write_record(args, points, int(test.sum()), int(low.sum()), record_cfg, pre.summary())
+    if not args.factors:
+        write_record(args, points, int(test.sum()), int(low.sum()), record_cfg, pre.summary())
     if args.figure:
         write_figure(pd.DataFrame(points), args.figure)
     print(f"wrote {args.out}" + (f" and {args.figure}.png" if args.figure else ""))
+
+
+def write_record(args, points: list[dict], n_test: int, n_low: int, train_cfg: dict, pretraining: dict) -> None:
+    """Rewrite ``--out`` (after every point, so a long study keeps what it has)."""
+    record = {"notebook": Path(args.out).stem, "results": paper_results(points, n_test, n_low, pretraining),
+              "config": {"profile": args.profile, "overrides": args.overrides},
+              "n_test_frames": n_test, "n_low_contrast_test_frames": n_low,
+              "train_config": train_cfg, "pretraining": pretraining,
+              "laterality_classes": list(LATERALITIES), "points": points,
+              "provenance": {"git_sha": git_sha(), "versions": package_versions(), "device": describe_device()}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
 def write_figure(points: pd.DataFrame, stem: str) -> None:

@@ -157,6 +157,26 @@ def test_ceiling_append_keeps_other_factors_and_refuses_another_recipe():
         merge_points(old, {**cfg, "lr": 1e-3}, [10])
 
 
+def test_ceiling_results_give_the_paper_one_interval_macro_per_factor_and_metric():
+    from cag_utils.report import leaves, macro_name
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from cnn_ceiling import paper_results
+    finally:
+        sys.path.pop(0)
+    iv = {"estimate": 0.97, "ci_low": 0.95, "ci_high": 0.98, "n_patients": 48}
+    points = [{"factor": f, "n_train_frames": 100 * f, "n_extra_exams": 9 * (f - 1), "best_epoch": 29,
+               "intervals": {"test.laterality_f1": iv, "low_contrast.laterality_f1": {**iv, "estimate": 0.9}}}
+              for f in (1.0, 10.0)]
+    results = paper_results(points, 1523, 382, {"source": "none"})
+    assert results["x10"]["n_train_frames"] == 1000 and results["x1"]["low_contrast"]["laterality_f1"]["estimate"] == 0.9
+    macros = {macro_name("cnn_ceiling", path): value for path, value in leaves(results)}
+    assert macros["CnnCeilingXOneZeroTestLateralityFOneCi"] == "0.970 [0.950, 0.980]"
+    assert macros["CnnCeilingXOneLowContrastLateralityFOneCi"] == "0.900 [0.950, 0.980]"
+    assert macros["CnnCeilingPretrainingSource"] == "none" and macros["CnnCeilingNTestFrames"] == 1523
+
+
 def test_curve_plot_draws_the_intervals_of_each_point():
     import matplotlib
 
