@@ -37,7 +37,8 @@ from cnn_learning_curve import plot_curve, save_figure  # noqa: E402  (same fold
 
 from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
 from cag_utils.cnn.pretrain import _main_patients, aux_cohort_settings, build_aux_cohort, check_disjoint, pretrained_weights  # noqa: E402
-from cag_utils.cnn.stage import evaluate_split, headline_intervals, prediction_rows, train_config  # noqa: E402
+from cag_utils.cnn.stage import (checkpoint_dir, evaluate_split, headline_intervals, prediction_rows,  # noqa: E402
+                                  train_config)
 from cag_utils.config import load_config, parse_override, work_dir  # noqa: E402
 from cag_utils.contrast import low_contrast_mask, vessel_contrast_batch  # noqa: E402
 from cag_utils.dataset import load_annotation  # noqa: E402
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
             check_disjoint(extra["patient_id"], **_main_patients(cfg))
             all_frames = np.concatenate([all_frames, np.asarray(extra_frames)])
             all_table = pd.concat([table, extra.assign(split="train")[table.columns]], ignore_index=True)
-        out_dir = root / f"{tc['model_name']}-x{factor:g}"
+        # named by the hash of recipe and frames (as notebook 02's): another recipe never resumes this one's run
+        out_dir = checkpoint_dir(root / f"x{factor:g}", tc, all_frames, all_table)
         t0 = time.perf_counter()
         res = train_classifier(all_frames, all_table, tc, out_dir, resume=True)
         model, info = load_trained(out_dir)
