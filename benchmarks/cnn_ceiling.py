@@ -93,7 +93,7 @@ def paper_results(points: list[dict], n_test: int, n_low: int, pretraining: dict
     out: dict = {"n_test_frames": n_test, "n_low_contrast_test_frames": n_low, "pretraining": pretraining}
     for pt in points:
         entry: dict = {"n_train_frames": pt["n_train_frames"], "n_extra_exams": pt["n_extra_exams"],
-                       "best_epoch": pt["best_epoch"]}
+                       "best_epoch": pt["best_epoch"], "best_val_macro_f1": pt.get("best_val_macro_f1")}
         for key, interval in pt["intervals"].items():
             subset, metric = key.split(".", 1)
             entry.setdefault(subset, {})[metric] = interval
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = prediction_rows(pred, {"low_contrast": low})
         headline = headline_intervals(rows, ("low_contrast",), seed=cfg["seed"])
         point = {"factor": factor, "n_train_frames": res.n_train, "n_extra_exams": n_extra, "status": res.status,
-                 "best_epoch": res.best_epoch, "train_seconds": round(time.perf_counter() - t0, 1),
+                 "best_epoch": res.best_epoch, "best_val_macro_f1": res.best_val_macro_f1,
+                 "train_seconds": round(time.perf_counter() - t0, 1),
                  **{k: v["estimate"] for k, v in headline.items()},
                  "intervals": headline, "laterality_by_fill": laterality_by_fill(rows, pred["fill"].to_numpy()),
                  "git_sha": git_sha()}
