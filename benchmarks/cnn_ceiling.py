@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnn_learning_curve import plot_curve, save_figure  # noqa: E402  (same folder)
 
 from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
+from cag_utils.cnn.train import NOT_RECIPE_KEYS  # noqa: E402
 from cag_utils.cnn.pretrain import _main_patients, aux_cohort_settings, build_aux_cohort, check_disjoint, pretrained_weights  # noqa: E402
 from cag_utils.cnn.stage import (checkpoint_dir, evaluate_split, headline_intervals, prediction_rows,  # noqa: E402
                                   train_config)
@@ -76,9 +77,8 @@ def merge_points(old: dict | None, train_cfg: dict, new_factors) -> list[dict]:
     """
     if old is None:
         return []
-    ignore = ("progress", "max_minutes")
-    same = {k: v for k, v in old["train_config"].items() if k not in ignore}
-    if same != {k: v for k, v in train_cfg.items() if k not in ignore}:
+    same = {k: v for k, v in old["train_config"].items() if k not in NOT_RECIPE_KEYS}
+    if same != {k: v for k, v in train_cfg.items() if k not in NOT_RECIPE_KEYS}:
         raise SystemExit("--append: the recipe differs from the one in the existing --out file; write another file")
     return [pt for pt in old["points"] if pt["factor"] not in set(map(float, new_factors))]
 
@@ -149,9 +149,8 @@ def main(argv: list[str] | None = None) -> None:
                  "git_sha": git_sha()}
         print(json.dumps({k: v for k, v in point.items() if k != "intervals"}, default=str), flush=True)
         points = sorted([*points, point], key=lambda pt: pt["factor"])
-        write_record(args, points, int(test.sum()), int(low.sum()), record_cfg, pre.summary())
-    if not args.factors:
-        write_record(args, points, int(test.sum()), int(low.sum()), record_cfg, pre.summary())
+        write_record(args, points, int(test.sum()), int(low.sum()), record_cfg, pre.summary())  # keep what it has
+    write_record(args, points, int(test.sum()), int(low.sum()), record_cfg, pre.summary())
     if args.figure:
         write_figure(pd.DataFrame(points), args.figure)
     print(f"wrote {args.out}" + (f" and {args.figure}.png" if args.figure else ""))

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from cag_utils.cnn.data import FrameDataset, build_transform, default_mean_std
 from cag_utils.cnn.model import build_model
-from cag_utils.cnn.train import _epoch_seed, _make_accelerator, _save_weights, _write_json, resolve_config
+from cag_utils.cnn.train import NOT_RECIPE_KEYS, _epoch_seed, _make_accelerator, _save_weights, _write_json, resolve_config
 from cag_utils.seed import seed_everything, set_threads
 
 __all__ = [
@@ -268,7 +268,7 @@ def pretrained_weights(cfg: dict[str, Any], train_cfg: dict[str, Any], image_siz
 
     pcfg = {**train_cfg, "epochs": int(cfg["cnn_pretrain_epochs"]), "lr": float(cfg["cnn_pretrain_lr"]),
             "pretrained_file": None, "progress": bool(progress)}
-    keep = {k: v for k, v in pcfg.items() if k not in ("progress", "max_minutes")}
+    keep = {k: v for k, v in pcfg.items() if k not in NOT_RECIPE_KEYS}
     out_dir = root / f"{pcfg['model_name']}-{_hash({'task': task, 'train': keep})}"
     meta = out_dir / "pretrain.json"
     cached = (out_dir / BACKBONE_FILE).is_file() and meta.is_file()

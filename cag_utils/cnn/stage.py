@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from cag_utils.cnn.evaluate import classification_metrics, predict
-from cag_utils.cnn.train import resolve_config
+from cag_utils.cnn.train import NOT_RECIPE_KEYS, resolve_config
 from cag_utils.intervals import (
     accuracy_from_confusion, collapse_confusion, confusion_by_patient, macro_f1_from_confusion, patient_bootstrap,
 )
@@ -90,7 +90,7 @@ def checkpoint_dir(root: str | Path, train_cfg: dict[str, Any], frames: Any, tab
     ``num_workers`` counts: augmentation draws come from the worker processes' generators when
     there are workers, from the training process's otherwise, so the two give different runs.
     """
-    keep = {k: v for k, v in train_cfg.items() if k not in ("progress", "max_minutes")}
+    keep = {k: v for k, v in train_cfg.items() if k not in NOT_RECIPE_KEYS}
     if keep.get("pretrained_file"):  # the weights' content, not where they lie (paths differ between clones)
         keep["pretrained_file"] = hashlib.sha256(Path(keep["pretrained_file"]).read_bytes()).hexdigest()
     h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())

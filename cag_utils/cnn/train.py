@@ -88,6 +88,8 @@ PAPER_CONFIG: dict[str, Any] = {
     "batch_size": 128,
     "lr": 1e-4,
 }
+# Keys that change how a run is shown or guarded, never its weights: left out of run hashes and recipe checks.
+NOT_RECIPE_KEYS: tuple[str, ...] = ("progress", "max_minutes")
 # Keys that define the network: a resumed run must agree on them.
 _ARCH_KEYS: tuple[str, ...] = ("model_name", "model_kwargs", "input_size", "in_chans")
 
