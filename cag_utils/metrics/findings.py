@@ -37,7 +37,7 @@ ARTERIES = ("LCA", "RCA")
 LESION_LABELS: tuple[tuple[str, int], ...] = tuple((s, g) for s in SEGMENTS for g in GRADES)
 
 _SEG = r"(4PD|4AV|1[0-5]|[1-35-9])(?![0-9A-Za-z])"  # AHA segments; a bare "#4" is none
-_LESION = re.compile(rf"#{_SEG}\s*(\d{{2,3}})\s*%")
+LESION = re.compile(rf"#{_SEG}\s*(\d{{2,3}})\s*%")
 _CULPRIT = re.compile(rf"PCI to #{_SEG}\b|#{_SEG} is judged to be the culprit|#{_SEG}(?:に対し|を責任病変)")
 _VESSEL_WORDS = {  # vessel names of the generator's lesion lines and diagnoses, both languages
     "RCA": re.compile(r"(?<![A-Za-z])RCA(?![A-Za-z])|(?i:right coronary artery)|右冠動脈(?!優位)"),
@@ -50,7 +50,7 @@ _PLAN = (("CABG", re.compile(r"CABG")), ("PCI", re.compile(r"PCI")),
          ("medical", re.compile(r"medical therapy|薬物療法", re.I)),
          ("follow_up", re.compile(r"follow-up|経過観察", re.I)))
 
-__all__ = ["ARTERIES", "Findings", "LESION_LABELS", "label_accuracy", "lesion_counts", "lesion_f1",
+__all__ = ["ARTERIES", "Findings", "LESION", "LESION_LABELS", "label_accuracy", "lesion_counts", "lesion_f1",
            "lesion_indicators", "parse_summary", "restrict_to_artery"]
 
 
@@ -72,7 +72,7 @@ def _normalise(text: str) -> str:
 def parse_summary(text: str) -> Findings:
     """Structured findings of one summary in either language (see the module docstring)."""
     t = _normalise(text)
-    lesions = tuple(sorted({(s, int(p)) for s, p in _LESION.findall(t)},
+    lesions = tuple(sorted({(s, int(p)) for s, p in LESION.findall(t)},
                            key=lambda l: (SEGMENTS.index(l[0]), -l[1])))
     arteries = {ARTERY_OF_VESSEL[VESSEL_OF[s]] for s in re.findall(rf"#{_SEG}", t)}
     arteries |= {a for a, pattern in _VESSEL_WORDS.items() if pattern.search(t)}
