@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce test lab paper bench variance ceiling gpu-check clean
+.PHONY: help install reproduce test lab paper bench variance ceiling standins gpu-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,9 @@ ceiling: $(STAMP) ## CNN with 1x/3x/10x the training patients, and from the synt
 	$(PY) benchmarks/cnn_ceiling.py --profile $(PROFILE) --factors 1 3 10 -p cnn_max_minutes=0
 	$(PY) benchmarks/cnn_ceiling.py --profile $(PROFILE) --factors 1 -p cnn_pretrain=synthetic_angles \
 	    --out results/cnn_pretrain_effect.json --figure ''
+
+standins: $(STAMP) ## Pretrain the smoke stand-ins (tokenizer, LM, SigLIP, ConceptCLIP) -> models/standins/$(PROFILE)/ (committed; ~40 min on 2 cores)
+	$(PY) -m cag_utils.vlm.make_standins --profile $(PROFILE)
 
 # No venv needed: the GPU machine has torch, transformers, peft, timm, accelerate; writes $$OUT/gpu_check.json (else results/gpu/).
 gpu-check: ## GPU check at full size: VLM LoRA + CNN steps (throughput, peak memory, MFU); no GPU: exits 0

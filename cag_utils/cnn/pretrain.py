@@ -100,7 +100,8 @@ def aux_cohort_settings(data_cfg: dict[str, Any], n_exams: int, image_size: int,
 def build_aux_cohort(aux_cfg: dict[str, Any], out_dir: Path, progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
     """Generate, read, de-identify and sample the auxiliary cohort (cached in ``out_dir``).
 
-    Returns (frames, table) with the run's header angles on every frame row and a patient split
+    Returns (frames, table) with the run's header angles and the exam's lesions (``'#6 90%; ...'``, for
+    the stage-3 stand-ins' captions) on every frame row and a patient split
     (``train``/``val``). The raw DICOM files are deleted once read.
     """
     from cag_utils import ingest
@@ -120,6 +121,8 @@ def build_aux_cohort(aux_cfg: dict[str, Any], out_dir: Path, progress: bool = Tr
     runs = res["runs"][["run_id", "primary_angle", "secondary_angle"]]
     table = res["table"].drop(columns=[c for c in ("primary_angle", "secondary_angle") if c in res["table"]])
     table = table.merge(runs, on="run_id", how="left", validate="many_to_one")
+    reports = ingest.read_reports(raw / "reports.jsonl", res["exam_ids"])[["exam_id", "lesions"]]
+    table = table.merge(reports, on="exam_id", how="left", validate="many_to_one").fillna({"lesions": ""})
     split = patient_split(table["patient_id"], (1 - VAL_FRACTION, VAL_FRACTION, 0.0), aux_cfg["seed"])
     table["split"] = split.replace({"test": "val"})  # patient_split keeps one patient for a test split: monitor it too
     ingest.save_dataset(out_dir, res["frames"], {"frames": table})

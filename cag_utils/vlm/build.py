@@ -5,6 +5,11 @@
 | `paligemma`          | PaliGemmaForConditionalGeneration  | SigLIP                       |
 | `gemma3`             | Gemma3ForConditionalGeneration     | SigLIP                       |
 | `conceptclip_gemma3` | Gemma3ForConditionalGeneration     | ConceptCLIP image encoder    |
+| `gemma3_text`        | Gemma3ForConditionalGeneration     | none: the text-only control  |
+
+The text-only control is Gemma3 (the same LM, LoRA and recipe) trained and evaluated without any
+image: no image token, no pixels. It is the baseline an image-using model has to beat on what only
+the frame shows.
 
 How ConceptCLIP is joined to Gemma3 (the paper does not say; this is our choice): ConceptCLIP's
 image encoder replaces Gemma3's SigLIP vision tower. Its patch features (SigLIP-style, 1152 wide,
@@ -26,7 +31,7 @@ from typing import Any
 
 import torch
 
-FAMILIES = ("paligemma", "gemma3", "conceptclip_gemma3")
+FAMILIES = ("paligemma", "gemma3", "conceptclip_gemma3", "gemma3_text")
 
 
 @dataclass(frozen=True)
@@ -36,12 +41,14 @@ class Family:
     architecture: str       # transformers model_type of the VLM
     vision: str             # which stand-in / checkpoint gives the vision tower
     path_key: str           # profile key of the local checkpoint (paper profile)
+    text_only: bool = False  # trained and evaluated without the image (the control)
 
 
 REGISTRY: dict[str, Family] = {
     "paligemma": Family("paligemma", "PaliGemma2", "paligemma", "siglip", "vlm_paligemma_path"),
     "gemma3": Family("gemma3", "Gemma3", "gemma3", "siglip", "vlm_gemma3_path"),
     "conceptclip_gemma3": Family("conceptclip_gemma3", "ConceptCLIP-Gemma3", "gemma3", "conceptclip", "vlm_gemma3_path"),
+    "gemma3_text": Family("gemma3_text", "Gemma3 text-only", "gemma3", "siglip", "vlm_gemma3_path", text_only=True),
 }
 
 

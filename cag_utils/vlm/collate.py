@@ -31,8 +31,9 @@ class Collator:
     def __call__(self, batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         out = {"input_ids": _pad([b["input_ids"] for b in batch], self.pad_token_id, self.left),
                "attention_mask": _pad([b["attention_mask"] for b in batch], 0, self.left),
-               "token_type_ids": _pad([b["token_type_ids"] for b in batch], 0, self.left),
-               "pixel_values": torch.stack([b["pixel_values"] for b in batch])}
+               "token_type_ids": _pad([b["token_type_ids"] for b in batch], 0, self.left)}
+        if "pixel_values" in batch[0]:   # absent in the text-only control
+            out["pixel_values"] = torch.stack([b["pixel_values"] for b in batch])
         if "labels" in batch[0]:
             out["labels"] = _pad([b["labels"] for b in batch], -100, self.left)
         return out

@@ -98,8 +98,17 @@ def _prompt_text(arch: str, processor, prompt: str) -> str:
     return f"<image>{prompt}" if arch == "paligemma" else f"{tok.bos_token}{tok.boi_token}{prompt}\n"
 
 
-def encode(arch: str, processor, ex: Example, with_target: bool, blank_value: int | None = None) -> dict[str, torch.Tensor]:
-    """One example as 1-D tensors (+ pixel_values (3, H, W)); with_target adds the summary and labels."""
+def encode(arch: str, processor, ex: Example, with_target: bool, blank_value: int | None = None,
+           text_only: bool = False) -> dict[str, torch.Tensor]:
+    """One example as 1-D tensors (+ pixel_values (3, H, W)); with_target adds the summary and labels.
+
+    ``text_only`` (Gemma3 only): ``<bos>`` prompt ``\\n`` summary, no image token and no pixels, the input
+    of the text-only control (``blank_value`` then changes nothing: there is no image to blank).
+    """
+    if text_only:
+        if arch != "gemma3":
+            raise ValueError("the text-only control is a Gemma3 language model; got architecture " + repr(arch))
+        return _encode_text_only(processor.tokenizer, ex, with_target)
     image = load_image(ex.image_path, blank_value)
     text = _prompt_text(arch, processor, ex.prompt)
     if arch == "paligemma":
@@ -124,17 +133,31 @@ def encode(arch: str, processor, ex: Example, with_target: bool, blank_value: in
     return out
 
 
+def _encode_text_only(tok, ex: Example, with_target: bool) -> dict[str, torch.Tensor]:
+    ids = [tok.bos_token_id, *tok(f"{ex.prompt}\n", add_special_tokens=False)["input_ids"]]
+    labels = [-100] * len(ids)
+    if with_target:
+        target = tok(ex.reference, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids, labels = ids + target, labels + target
+    ids_t = torch.tensor(ids)
+    out = {"input_ids": ids_t, "attention_mask": torch.ones_like(ids_t), "token_type_ids": torch.zeros_like(ids_t)}
+    if with_target:
+        out["labels"] = torch.tensor(labels)
+    return out
+
+
 def encode_examples(arch: str, processor, examples: list[Example], max_length: int, with_target: bool = True,
-                    blank_value: int | None = None) -> tuple[list[dict[str, torch.Tensor]], list[Example], pd.DataFrame]:
+                    blank_value: int | None = None, text_only: bool = False
+                    ) -> tuple[list[dict[str, torch.Tensor]], list[Example], pd.DataFrame]:
     """(encoded, kept examples, skipped) with the over-long rule applied to the full (target) length."""
     encoded, kept, skipped = [], [], []
     for ex in examples:
-        full = encode(arch, processor, ex, True, blank_value)
+        full = encode(arch, processor, ex, True, blank_value, text_only)
         if len(full["input_ids"]) > max_length:
             skipped.append({"record_id": ex.record_id, "split": ex.split, "language": ex.language,
                             "reason": f"longer than the context: {len(full['input_ids'])} > {max_length} tokens"})
             continue
-        encoded.append(full if with_target else encode(arch, processor, ex, False, blank_value))
+        encoded.append(full if with_target else encode(arch, processor, ex, False, blank_value, text_only))
         kept.append(ex)
     return encoded, kept, pd.DataFrame(skipped, columns=["record_id", "split", "language", "reason"])
 

@@ -22,14 +22,16 @@ def _batches(items: list, size: int):
 
 @torch.no_grad()
 def generate(model, processor, encoded: list[dict[str, torch.Tensor]], collator, batch_size: int,
-             max_new_tokens: int) -> tuple[list[str], dict[str, float]]:
-    """Greedy outputs for prompt encodings (no target), and {tokens, seconds} for the throughput."""
+             max_new_tokens: int, repetition_penalty: float = 1.0) -> tuple[list[str], dict[str, float]]:
+    """Greedy outputs for prompt encodings (no target), and {tokens, seconds} for the throughput.
+    ``repetition_penalty`` (profile key ``vlm_repetition_penalty``; 1.0 = none) is passed to ``generate``."""
     model.eval()
     texts, n_new, t0 = [], 0, time.perf_counter()
     device = next(model.parameters()).device
     for batch in _batches(encoded, batch_size):
         inputs = {k: v.to(device) for k, v in collator(batch).items() if k != "labels"}
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             repetition_penalty=repetition_penalty,
                              pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=processor.tokenizer.eos_token_id)
         new = out[:, inputs["input_ids"].shape[1]:]
         n_new += int((new != processor.tokenizer.pad_token_id).sum())

@@ -1,7 +1,7 @@
 """Glue between a profile's ``finetune`` section (keys ``vlm_*``) and the stage-3 modules.
 
-Smoke (``vlm_use_standins: true``): ``pretrained_parts`` trains and caches the stand-ins,
-``assemble_families`` builds the three VLMs from them and saves each with ``save_pretrained``; every
+Smoke (``vlm_use_standins: true``): ``load_standins`` reads the committed stand-ins (``make standins``),
+``assemble_families`` builds the VLMs from them and saves each with ``save_pretrained``; every
 later step reads them back through ``build.load_vlm``, the path a real checkpoint takes.
 Paper (``vlm_use_standins: false``): ``check_checkpoints`` finds every local checkpoint before any
 work starts, and ``build.load_family`` reads them.
@@ -44,65 +44,48 @@ def templates(cfg: dict[str, Any]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ stand-ins (smoke)
-def standin_params(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    lm = {"hidden": cfg["vlm_standin_hidden"], "layers": cfg["vlm_standin_layers"], "heads": cfg["vlm_standin_heads"],
-          "max_length": cfg["vlm_max_length"], "steps": cfg["vlm_standin_lm_steps"],
-          "batch_size": cfg["vlm_standin_lm_batch_size"], "lr": cfg["vlm_standin_lm_lr"]}
-    vision = {"hidden": cfg["vlm_standin_hidden"], "layers": cfg["vlm_standin_vision_layers"],
-              "heads": cfg["vlm_standin_heads"], "image_size": cfg["vlm_standin_image_size"],
-              "patch_size": cfg["vlm_standin_patch_size"], "caption_length": cfg["vlm_standin_caption_length"],
-              "steps": cfg["vlm_standin_siglip_steps"], "batch_size": cfg["vlm_standin_siglip_batch_size"],
-              "lr": cfg["vlm_standin_siglip_lr"]}
-    text = {"n_reports": cfg["vlm_standin_text_reports"], "vocab_size": cfg["vlm_standin_vocab_size"],
-            "seed": cfg["seed"]}
-    return {"text": text, "lm": lm, "vision": vision}
+class StandinsOutOfDate(RuntimeError):
+    """The committed stand-ins were made with other settings than the profile's (or are missing)."""
 
 
-def caption_frames(cfg: dict[str, Any], corpus_patients: set[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    """Annotation-cohort frames for the SigLIP stand-ins, without any corpus patient."""
-    from cag_utils.dataset import dataset_dir, load_annotation
+def load_standins(cfg: dict[str, Any], other_patients: set[str]) -> dict[str, Any]:
+    """The committed stand-ins of ``vlm_standins_dir`` (``make standins``): folders, records, provenance.
 
-    frames, table = load_annotation(cfg)
-    folder = dataset_dir(cfg, "annotation")
-    runs, reports = pd.read_parquet(folder / "runs.parquet"), pd.read_parquet(folder / "reports.parquet")
-    return standins.annotation_frames(frames, table, runs, reports, corpus_patients)
+    Fails when they are missing or were made with other ``vlm_standin_*`` settings, and when a patient of
+    their auxiliary cohort is in ``other_patients`` (the cohorts the notebooks use).
+    """
+    from cag_utils.config import REPO_ROOT
+    from cag_utils.vlm import make_standins
+
+    root = REPO_ROOT / cfg["vlm_standins_dir"]
+    fix = f"run `make standins` (python -m cag_utils.vlm.make_standins --profile {cfg['profile']})"
+    prov_file = root / "provenance.json"
+    if not prov_file.is_file():
+        raise StandinsOutOfDate(f"no stand-ins in {cfg['vlm_standins_dir']}: {fix}")
+    prov = json.loads(prov_file.read_text())
+    wanted = json.loads(json.dumps(make_standins.params(cfg)))
+    if prov["settings"] != wanted:
+        diff = sorted(f"{g}.{k}" for g in wanted for k in (wanted[g] if isinstance(wanted[g], dict) else [g])
+                      if not isinstance(wanted[g], dict) or prov["settings"].get(g, {}).get(k) != wanted[g][k])
+        raise StandinsOutOfDate(f"the stand-ins in {cfg['vlm_standins_dir']} were made with other settings "
+                                f"({', '.join(diff) or 'seed'}): {fix}")
+    shared = set(prov["aux_cohort"]["patients"]) & set(map(str, other_patients))
+    if shared:
+        raise ValueError(f"{len(shared)} patient(s) of the stand-ins' auxiliary cohort are in the notebooks' cohorts")
+    folders = {name: root / name for name in make_standins.PARTS}
+    records = {name: json.loads((f / standins.DONE).read_text()) for name, f in folders.items()}
+    return {"folders": folders, "records": records, "provenance": prov}
 
 
-def pretrained_parts(cfg: dict[str, Any], root: Path, corpus_patients: set[str]) -> dict[str, Any]:
-    """Tokenizer, LM and the two SigLIP stand-ins, each cached under ``root/<name>-<hash>``."""
-    p, seed = standin_params(cfg), int(cfg["seed"])
-    reports = tokenizer.draw_reports(p["text"]["n_reports"], seed)
-    texts = tokenizer.corpus_texts(reports)
-    out: dict[str, Any] = {"folders": {}, "records": {}}
-
-    def build_tokenizer(folder: Path) -> dict[str, Any]:
-        tok = tokenizer.train_tokenizer(texts, p["text"]["vocab_size"])
-        tok.save_pretrained(folder)
-        return {"kind": "tokenizer", "n_texts": len(texts), "vocab_size": len(tok)}
-
-    tok_dir = standins.standin_dir(root, "tokenizer", p["text"], texts)
-    out["records"]["tokenizer"] = standins.cached(tok_dir, build_tokenizer)
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    pali = tokenizer.family_tokenizer(tok, "paligemma")
-    build.make_processor("paligemma", pali, standins.image_processor(p["vision"]), 1)   # adds <loc>/<seg> tokens
-    vocab = len(pali)
-    lm_dir = standins.standin_dir(root, "lm", p["lm"], tok_dir.name, vocab, seed)
-    out["records"]["lm"] = standins.cached(lm_dir, lambda f: standins.pretrain_lm(f, tok, vocab, texts, p["lm"], seed))
-    frames, table = caption_frames(cfg, corpus_patients)
-    out["n_caption_frames"], out["n_caption_patients"] = len(table), int(table["patient_id"].nunique())
-    out["caption_overlap_with_corpus"] = int(table["patient_id"].isin(corpus_patients).sum())
-    for name, caption in (("siglip", standins.generic_caption), ("conceptclip", standins.concept_caption)):
-        caps = [caption(r) for _, r in table.iterrows()]
-        folder = standins.standin_dir(root, name, p["vision"], tok_dir.name, seed, caps, table["frame_uid"].tolist(),
-                                      frames)
-        out["records"][name] = standins.cached(
-            folder, lambda f, caps=caps: standins.train_siglip(f, tok, frames, caps, p["vision"], seed))
-        out["records"][name]["example_captions"] = sorted(set(caps))[:3]
-        out["folders"][name] = folder
-    out["folders"].update(tokenizer=tok_dir, lm=lm_dir)
-    return out
+def standin_table(parts: dict[str, Any]) -> pd.DataFrame:
+    """One row per stand-in: parameters, steps, why it stopped, last held-out loss, wall time."""
+    rows = {}
+    for name, r in parts["records"].items():
+        if r.get("kind") == "tokenizer":
+            continue
+        rows[name] = {"parameters": r["parameters"], "steps": r["steps"], "stopped": r["stopped"],
+                      "held-out loss (last)": r["val"][-1][1], "wall (s)": parts["provenance"]["wall_seconds"][name]}
+    return pd.DataFrame(rows).T
 
 
 def assemble_families(cfg: dict[str, Any], root: Path, parts: dict[str, Any]) -> dict[str, Path]:
@@ -111,8 +94,10 @@ def assemble_families(cfg: dict[str, Any], root: Path, parts: dict[str, Any]) ->
     for name in cfg["vlm_families"]:
         fam = build.family(name)
         vision = parts["folders"][fam.vision]
-        folder = standins.standin_dir(root, name, {"image_tokens": cfg["vlm_gemma3_image_tokens"]},
-                                      parts["folders"]["lm"].name, vision.name)
+        digests = parts["provenance"]["records"]
+        folder = standins.standin_dir(root, fam.architecture + "-" + fam.vision,
+                                      {"image_tokens": cfg["vlm_gemma3_image_tokens"]}, digests["lm"],
+                                      digests["tokenizer"], digests[fam.vision])
 
         def make(f: Path, name=name, vision=vision) -> dict[str, Any]:
             model, processor = build.assemble(name, parts["folders"]["lm"], vision, cfg["vlm_gemma3_image_tokens"])
@@ -169,10 +154,13 @@ def lora_params(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def finetune_family(cfg: dict[str, Any], name: str, source: Path | None, examples: dict[str, list[data.Example]],
-                    adapter_root: Path) -> dict[str, Any]:
+                    adapter_root: Path, tag: str = "lora") -> dict[str, Any]:
     """Encode, generate w/o LoRA, train LoRA (cached adapter reused), generate w/ LoRA on real and blanked
-    images, held-out losses. ``source``: the assembled stand-in folder (smoke) or None (paper checkpoints)."""
-    arch = build.family(name).architecture
+    images, held-out losses. ``source``: the assembled stand-in folder (smoke) or None (paper checkpoints).
+    The text-only family sees no image at all: its blanked-image outputs and losses are its real ones.
+    ``tag`` names the adapter folder (``<family>-<tag>-<hash>``), e.g. ``control`` for the positive control."""
+    fam = build.family(name)
+    arch, text_only = fam.architecture, fam.text_only
     dtype = torch.bfloat16 if torch.cuda.is_available() and cfg["device"] != "cpu" else None
     model, processor = build.load_family(name, cfg, source, dtype=dtype)
     if torch.cuda.is_available() and cfg["device"] != "cpu":
@@ -180,24 +168,27 @@ def finetune_family(cfg: dict[str, Any], name: str, source: Path | None, example
     pad = processor.tokenizer.pad_token_id
     train_col, gen_col = data.Collator(pad), data.Collator(pad, left=True)
     blank = cfg["vlm_blank_value"]
+    encode = lambda exs, length, **kw: data.encode_examples(arch, processor, exs, length, text_only=text_only, **kw)  # noqa: E731
     enc, kept, skipped = {}, {}, []
     for split, exs in examples.items():
-        enc[split], kept[split], sk = data.encode_examples(arch, processor, exs, cfg["vlm_max_length"])
+        enc[split], kept[split], sk = encode(exs, cfg["vlm_max_length"])
         skipped.append(sk)
-    test_prompts = data.encode_examples(arch, processor, kept["test"], 10**9, with_target=False)[0]
-    test_blank = data.encode_examples(arch, processor, kept["test"], 10**9, with_target=True, blank_value=blank)[0]
-    blank_prompts = data.encode_examples(arch, processor, kept["test"], 10**9, with_target=False, blank_value=blank)[0]
-    gen = lambda m, e: generate.generate(m, processor, e, gen_col, cfg["vlm_gen_batch_size"], cfg["vlm_max_new_tokens"])  # noqa: E731
+    test_prompts = encode(kept["test"], 10**9, with_target=False)[0]
+    if not text_only:
+        test_blank = encode(kept["test"], 10**9, with_target=True, blank_value=blank)[0]
+        blank_prompts = encode(kept["test"], 10**9, with_target=False, blank_value=blank)[0]
+    gen = lambda m, e: generate.generate(m, processor, e, gen_col, cfg["vlm_gen_batch_size"], cfg["vlm_max_new_tokens"],  # noqa: E731
+                                         cfg["vlm_repetition_penalty"])
     outputs, timing = {}, {}
     outputs["without_lora"], timing["generate_without_lora"] = gen(model, test_prompts)
     base_losses = generate.example_losses(model, enc["test"], train_col, cfg["vlm_gen_batch_size"])
 
     lp, tp = lora_params(cfg), train_params(cfg)
     # the adapter folder is named by everything that changes its weights
-    origin = source.name if source is not None else str(cfg[build.family(name).path_key])   # not the full path: staging folders differ
-    key = standins.digest(lp, {k: v for k, v in tp.items() if k != "device"}, cfg["seed"], origin,
+    origin = source.name if source is not None else str(cfg[fam.path_key])   # not the full path: staging folders differ
+    key = standins.digest(lp, {k: v for k, v in tp.items() if k != "device"}, cfg["seed"], origin, text_only,
                           [(e.record_id, e.language, e.prompt, e.reference) for e in kept["train"] + kept["val"]])[:12]
-    folder = adapter_root / f"{name}-lora-{key}"
+    folder = adapter_root / f"{name}-{tag}-{key}"
     if (folder / "training.json").is_file():
         model, record = lora.load_adapter(model, folder)
         counts = record["parameters"]
@@ -213,9 +204,14 @@ def finetune_family(cfg: dict[str, Any], name: str, source: Path | None, example
     timing["train_seconds"] = record["train_runtime_s"]
     timing["train_tokens"] = record["train_tokens"]
     outputs["with_lora"], timing["generate_with_lora"] = gen(model, test_prompts)
-    outputs["with_lora_blank_image"], timing["generate_with_lora_blank_image"] = gen(model, blank_prompts)
     real = generate.example_losses(model, enc["test"], train_col, cfg["vlm_gen_batch_size"])
-    blanked = generate.example_losses(model, test_blank, train_col, cfg["vlm_gen_batch_size"])
+    if text_only:   # nothing to blank
+        outputs["with_lora_blank_image"], timing["generate_with_lora_blank_image"] = list(outputs["with_lora"]), \
+            {"tokens": 0, "seconds": 0.0}
+        blanked = real.copy()
+    else:
+        outputs["with_lora_blank_image"], timing["generate_with_lora_blank_image"] = gen(model, blank_prompts)
+        blanked = generate.example_losses(model, test_blank, train_col, cfg["vlm_gen_batch_size"])
     return {"family": name, "examples": kept, "outputs": outputs, "losses": {"without_lora": base_losses, "real": real,
             "blank": blanked}, "skipped": pd.concat(skipped, ignore_index=True), "record": record,
             "parameters": counts, "adapter": folder, "timing": timing,

@@ -1,17 +1,28 @@
 """Smoke stand-ins of the pretrained parts: a Gemma-family LM and two SigLIP models.
 
-A LoRA adapter on a random model learns little, so the smoke profile first pretrains small parts:
-- the language model (``Gemma3ForCausalLM``), next-token loss on the text-only report corpus of
-  ``tokenizer.draw_reports`` (its own seeds: no corpus text is seen);
-- two ``SiglipModel``s, SigLIP's own sigmoid contrastive loss, on frames of the annotation cohort
-  (never a corpus patient: ``annotation_frames`` drops any patient the corpus holds):
-  ``siglip`` with generic captions (laterality and view), ``conceptclip`` with concept-rich captions
-  (the lesions visible in the frame, as AHA segment and grade). The second is the analogue of a
-  medical, concept-aligned encoder such as ConceptCLIP, and notebook 06 reuses it as the VLScore
-  embedder (``load_embedder``).
+A LoRA adapter on a random model learns little, so the smoke profile pretrains small parts once,
+outside the reproduce path (``make standins``, ``cag_utils.vlm.make_standins``), the way a real
+compendium downloads PaliGemma rather than training it. The weights are committed under
+``models/standins/<profile>/`` with their provenance and read back with ``from_pretrained``:
+- the language model (``Gemma3ForCausalLM``), next-token loss on a text-only report corpus drawn
+  from the report generator with its own seeds (``tokenizer.draw_reports``: no corpus text is
+  seen), in both languages, including report-then-summary texts in the prompt's shape, so that
+  before any LoRA it continues a Japanese report with a Japanese summary and an English one with
+  an English summary;
+- two ``SiglipModel``s on frames of an auxiliary synthetic cohort (own seed stream, patients
+  disjoint from every split), 16-px patches: ``siglip`` with generic captions (artery and view),
+  ``conceptclip`` with concept-rich captions (artery, view and the lesions of the shown artery as
+  AHA segment and grade), the analogue of a medical, concept-aligned encoder such as ConceptCLIP.
+  Notebook 06 reuses the second as the VLScore embedder (``load_embedder``).
 
-Every part is written with ``save_pretrained`` into ``<root>/<name>-<hash>`` (hash of its config and
-data, like the CNN checkpoints) and read back with ``from_pretrained``; a finished folder is reused.
+SigLIP's own loss counts every other caption of a batch as a negative; with a few dozen distinct
+captions, most pairs of a batch share one, and the loss stalls. ``sigmoid_loss`` treats every pair
+with the same caption as a positive (a multi-positive sigmoid loss).
+
+Every part trains until its held-out loss plateaus (``train_loop``: evaluation every
+``eval_every`` steps, stop after ``patience`` evaluations without a relative gain of
+``min_delta``, or at ``max_steps``), and its record keeps the per-step losses and the held-out
+curve, which ``tests/test_standins.py`` re-creates for the first steps.
 """
 from __future__ import annotations
 
@@ -30,7 +41,7 @@ DONE = "standin.json"   # written last: a folder without it is an unfinished run
 
 
 def digest(*parts: Any) -> str:
-    """sha256 of JSON-able parts and byte arrays (the hash behind every stand-in folder)."""
+    """sha256 of JSON-able parts and byte arrays (the hash behind every cached folder)."""
     h = hashlib.sha256()
     for p in parts:
         if isinstance(p, np.ndarray):
@@ -46,14 +57,60 @@ def standin_dir(root: str | Path, name: str, config: dict[str, Any], *data: Any)
 
 
 def cached(folder: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``build(folder)`` unless the folder holds a finished stand-in; returns its record."""
+    """Run ``build(folder)`` unless the folder holds a finished part; returns its record."""
     marker = folder / DONE
     if marker.is_file():
         return {**json.loads(marker.read_text()), "cached": True}
     folder.mkdir(parents=True, exist_ok=True)
     record = build(folder)
-    marker.write_text(json.dumps(record, indent=1))
+    marker.write_text(json.dumps(record, indent=1, ensure_ascii=False))
     return {**record, "cached": False}
+
+
+# ------------------------------------------------------------------ one training loop for every part
+def train_loop(model: torch.nn.Module, train_loss: Callable[[int], torch.Tensor], val_loss: Callable[[], float],
+               p: dict[str, Any], seed: int, progress: str | None = None) -> dict[str, Any]:
+    """AdamW with a linear warm-up and cosine decay over ``max_steps``; stops at the held-out plateau.
+
+    ``train_loss(step)``: the loss of the step's batch; ``val_loss()``: the held-out loss (no grad).
+    ``p``: lr, weight_decay, max_steps, warmup_steps, eval_every, patience, min_delta, and optionally
+    ``stop_after`` (end after that many steps, the schedule unchanged: a test's first steps). Returns
+    {"losses" (per step, 5 decimals), "val" ([step, loss] per evaluation), "steps", "stopped"}.
+    """
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=p["lr"],
+                            weight_decay=p["weight_decay"])
+    sched = get_cosine_schedule_with_warmup(opt, p["warmup_steps"], p["max_steps"])
+    losses, val, best, since = [], [], float("inf"), 0
+    stopped = "max_steps"
+    last = min(p["max_steps"], p.get("stop_after") or p["max_steps"])
+    bar = tqdm(total=p["max_steps"], desc=progress, disable=progress is None, mininterval=5)
+    for step in range(1, last + 1):
+        model.train()
+        loss = train_loss(step)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(), sched.step(), opt.zero_grad()
+        losses.append(round(float(loss.detach()), 5))
+        bar.update()
+        if step % p["eval_every"] == 0 or step == p["max_steps"]:
+            model.eval()
+            with torch.no_grad():
+                v = float(val_loss())
+            val.append([step, round(v, 5)])
+            bar.set_postfix(val=f"{v:.4f}")
+            if v < best * (1 - p["min_delta"]):
+                best, since = v, 0
+            else:
+                since += 1
+            if since >= p["patience"]:
+                stopped = "plateau"
+                break
+    bar.close()
+    return {"losses": losses, "val": val, "steps": len(losses), "stopped": stopped}
 
 
 # ------------------------------------------------------------------ language model
@@ -67,38 +124,47 @@ def lm_config(vocab_size: int, p: dict[str, Any]):
         pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True)
 
 
-def pretrain_lm(folder: Path, tokenizer, vocab_size: int, texts: list[str], p: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Next-token pretraining of a small ``Gemma3ForCausalLM`` on ``texts``; saved to ``folder``.
+def encode_texts(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    """``<bos> text <eos>`` ids; longer texts are left out, never truncated."""
+    enc = [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+           for t in texts]
+    return [e for e in enc if len(e) <= max_length]
+
+
+def lm_batch_loss(model, batch: list[list[int]], pad: int) -> torch.Tensor:
+    """Mean next-token cross-entropy of right-padded sequences."""
+    width = max(map(len, batch))
+    ids = torch.tensor([b + [pad] * (width - len(b)) for b in batch])
+    mask = (torch.arange(width)[None] < torch.tensor([len(b) for b in batch])[:, None]).long()
+    return model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+
+
+def pretrain_lm(folder: Path, tokenizer, vocab_size: int, texts: list[str], val_texts: list[str], p: dict[str, Any],
+                seed: int, progress: bool = False) -> dict[str, Any]:
+    """Next-token pretraining of a small ``Gemma3ForCausalLM``; saved to ``folder`` with the tokenizer.
 
     ``vocab_size``: of the largest family tokenizer (PaliGemma's adds 1,153 tokens after the trained ones).
-    ``p``: hidden, layers, heads, max_length, steps, batch_size, lr. Returns losses per step.
+    ``p``: hidden, layers, heads, max_length, batch_size and the ``train_loop`` keys.
     """
     from transformers import Gemma3ForCausalLM
 
     torch.manual_seed(seed)
     model = Gemma3ForCausalLM(lm_config(vocab_size, p))
-    enc = [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
-           for t in texts]
-    enc = [e for e in enc if len(e) <= p["max_length"]]   # longer texts are left out, not truncated
-    opt = torch.optim.AdamW(model.parameters(), lr=p["lr"], weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=p["steps"], pct_start=0.1)
+    enc, val = encode_texts(tokenizer, texts, p["max_length"]), encode_texts(tokenizer, val_texts, p["max_length"])
     rng = np.random.default_rng(seed)
-    losses = []
-    model.train()
-    for _ in range(p["steps"]):
-        batch = [enc[i] for i in rng.choice(len(enc), p["batch_size"], replace=False)]
-        width = max(map(len, batch))
-        ids = torch.tensor([b + [tokenizer.pad_token_id] * (width - len(b)) for b in batch])
-        mask = (torch.arange(width)[None] < torch.tensor([len(b) for b in batch])[:, None]).long()
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(), sched.step(), opt.zero_grad()
-        losses.append(round(float(loss.detach()), 5))
+    pad = tokenizer.pad_token_id
+
+    def train_loss(step: int) -> torch.Tensor:
+        return lm_batch_loss(model, [enc[i] for i in rng.choice(len(enc), p["batch_size"], replace=False)], pad)
+
+    def val_loss() -> float:
+        return float(np.mean([float(lm_batch_loss(model, val[i:i + 64], pad)) for i in range(0, len(val), 64)]))
+
+    record = train_loop(model, train_loss, val_loss, p, seed, "LM" if progress else None)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return {"kind": "lm", "n_texts": len(enc), "n_left_out": len(texts) - len(enc), "losses": losses,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    return {"kind": "lm", "n_texts": len(enc), "n_left_out": len(texts) - len(enc), "n_val_texts": len(val),
+            **record, "parameters": sum(q.numel() for q in model.parameters())}
 
 
 # ------------------------------------------------------------------ SigLIP stand-ins
@@ -120,18 +186,20 @@ def generic_caption(row: pd.Series) -> str:
 
 
 def concept_caption(row: pd.Series) -> str:
-    """ConceptCLIP stand-in: the clinical concepts in the frame, lesions as AHA segment and grade."""
+    """ConceptCLIP stand-in: the generic caption and the clinical concepts of the frame, lesions of the
+    shown artery as AHA segment and grade (none when the frame shows no contrast)."""
     if row["key_frame_category"] == "others":
         return f"{ARTERY[row['laterality']]} artery without contrast"
     shown = lesions_in_view(row["lesions"], row["laterality"])
     findings = f"stenosis {shown.replace(';', ',')}" if shown else "no stenosis"
-    return f"{ARTERY[row['laterality']]} angiogram, {findings}"
+    return f"{generic_caption(row)}, {findings}"
 
 
 def annotation_frames(frames: np.ndarray, table: pd.DataFrame, runs: pd.DataFrame, reports: pd.DataFrame,
                       exclude_patients: set[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    """Annotation-cohort frames with the columns the captions need; patients in ``exclude_patients`` dropped."""
+    """Frames with the columns the captions need (run angles, exam lesions); patients in ``exclude_patients`` dropped."""
     t = table.reset_index(drop=True).assign(position=lambda d: np.arange(len(d)))
+    t = t.drop(columns=[c for c in ("primary_angle", "secondary_angle", "lesions") if c in t])
     t = t.merge(runs[["run_id", "primary_angle", "secondary_angle"]], on="run_id", how="left")
     t = t.merge(reports[["exam_id", "lesions"]], on="exam_id", how="left").fillna({"lesions": ""})
     t = t[~t["patient_id"].isin(exclude_patients)].reset_index(drop=True)
@@ -163,38 +231,59 @@ def image_processor(p: dict[str, Any]):
 def pixel_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
     """(N, H, W) uint8 -> (N, 1, size, size) float in [-1, 1] (bilinear, antialiased); expand to 3 channels late."""
     x = torch.from_numpy(np.asarray(frames, dtype=np.float32))[:, None] / 127.5 - 1
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
     return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str], p: dict[str, Any],
-                 seed: int) -> dict[str, Any]:
-    """Contrastive (sigmoid) training of a small ``SiglipModel`` on frame-caption pairs; saved to ``folder``
-    with its processor (image processor + tokenizer), so ``load_embedder(folder)`` gives it back."""
+def sigmoid_loss(logits_per_text: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss with every pair of equal captions (same ``groups`` id) a positive."""
+    labels = 2.0 * (groups[:, None] == groups[None, :]).float() - 1.0
+    return -torch.nn.functional.logsigmoid(labels * logits_per_text).sum() / len(groups)
+
+
+def caption_ids(tokenizer, captions: list[str], length: int) -> torch.Tensor:
+    ids = tokenizer(captions, padding="max_length", max_length=length, truncation=False, return_tensors="pt")["input_ids"]
+    if ids.shape[1] > length:
+        raise ValueError(f"a caption is longer than caption_length={length} tokens")
+    return ids
+
+
+def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str], val_frames: np.ndarray,
+                 val_captions: list[str], p: dict[str, Any], seed: int, progress: bool = False) -> dict[str, Any]:
+    """Contrastive (multi-positive sigmoid) training of a small ``SiglipModel``; saved to ``folder`` with its
+    processor (image processor + tokenizer), so ``load_embedder(folder)`` gives it back."""
     from transformers import SiglipModel, SiglipProcessor
 
     torch.manual_seed(seed)
     model = SiglipModel(siglip_config(len(tokenizer), p))
-    pixels = pixel_tensor(frames, p["image_size"])
-    ids = tokenizer(captions, padding="max_length", max_length=p["caption_length"], truncation=False,
-                    return_tensors="pt")["input_ids"]
-    if ids.shape[1] > p["caption_length"]:
-        raise ValueError(f"a caption is longer than caption_length={p['caption_length']} tokens")
-    opt = torch.optim.AdamW(model.parameters(), lr=p["lr"], weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=p["steps"], pct_start=0.1)
+    pixels, val_pixels = pixel_tensor(frames, p["image_size"]), pixel_tensor(val_frames, p["image_size"])
+    ids, val_ids = caption_ids(tokenizer, captions, p["caption_length"]), caption_ids(tokenizer, val_captions,
+                                                                                       p["caption_length"])
+    names = sorted(set(captions) | set(val_captions))
+    groups = torch.tensor([names.index(c) for c in captions])
+    val_groups = torch.tensor([names.index(c) for c in val_captions])
     rng = np.random.default_rng(seed)
-    losses = []
-    model.train()
-    for _ in range(p["steps"]):
-        idx = torch.from_numpy(rng.choice(len(ids), p["batch_size"], replace=False))
-        loss = model(input_ids=ids[idx], pixel_values=pixels[idx].expand(-1, 3, -1, -1), return_loss=True).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step(), sched.step(), opt.zero_grad()
-        losses.append(round(float(loss.detach()), 5))
+    bs = p["batch_size"]
+
+    def loss_of(px: torch.Tensor, tid: torch.Tensor, grp: torch.Tensor) -> torch.Tensor:
+        out = model(input_ids=tid, pixel_values=px.expand(-1, 3, -1, -1))
+        return sigmoid_loss(out.logits_per_text, grp)
+
+    def train_loss(step: int) -> torch.Tensor:
+        idx = torch.from_numpy(rng.choice(len(ids), bs, replace=False))
+        return loss_of(pixels[idx], ids[idx], groups[idx])
+
+    def val_loss() -> float:   # fixed batches of held-out patients, in order
+        n = len(val_ids) // bs * bs
+        return float(np.mean([float(loss_of(val_pixels[i:i + bs], val_ids[i:i + bs], val_groups[i:i + bs]))
+                              for i in range(0, n, bs)]))
+
+    record = train_loop(model, train_loss, val_loss, p, seed, folder.name if progress else None)
     model.save_pretrained(folder)
     SiglipProcessor(image_processor=image_processor(p), tokenizer=tokenizer).save_pretrained(folder)
     return {"kind": "siglip", "n_pairs": len(captions), "n_distinct_captions": len(set(captions)),
-            "losses": losses, "parameters": sum(q.numel() for q in model.parameters())}
+            "n_val_pairs": len(val_captions), **record, "parameters": sum(q.numel() for q in model.parameters())}
 
 
 def load_embedder(folder: str | Path):

@@ -37,13 +37,17 @@ def draw_reports(n: int, seed: int) -> list[dict[str, str]]:
     return out
 
 
-def corpus_texts(reports: list[dict[str, str]]) -> list[str]:
-    """Each report and summary in both languages, and report + summary joined (prompt-shaped text)."""
+def corpus_texts(reports: list[dict[str, str]], templates: dict[str, str] | None = None) -> list[str]:
+    """Each report and summary in both languages, and report + summary joined: as plain text and, with
+    ``templates`` (language -> prompt template with ``{pre_procedure_report}``), in the prompt's shape
+    followed by the summary, as an instruction-tuned model has seen such requests answered."""
     texts = []
     for r in reports:
         for lang in ("ja", "en"):
             pre, summary = r[f"pre_procedure_report_{lang}"], r[f"treatment_summary_{lang}"]
             texts += [pre, summary, f"{pre}\n\n{summary}"]
+            if templates:
+                texts.append(templates[lang].format(pre_procedure_report=pre, laterality_pred="") + f"\n{summary}")
     return texts
 
 

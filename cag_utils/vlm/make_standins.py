@@ -1,0 +1,192 @@
+"""``make standins``: pretrain the smoke stand-ins once and write them where the profile reads them.
+
+    python -m cag_utils.vlm.make_standins --profile smoke          # -> models/standins/smoke/
+
+Writes ``tokenizer/``, ``lm/``, ``siglip/`` and ``conceptclip/`` (``save_pretrained`` folders, each
+with its record ``standin.json``: losses per step, held-out curve, parameters) and
+``provenance.json`` (the stand-in settings, git SHA, versions, wall time per part, the auxiliary
+cohort's size and pseudonymous patients, and linear-probe scores of both encoders on its held-out
+patients). Deterministic: the same settings and code give the same loss logs
+(``tests/test_standins.py`` retrains the first steps of each part and compares).
+
+Data, none of it from the cohorts the notebooks use:
+- text: ``tokenizer.draw_reports`` (the report generator with its own seed stream), training and
+  held-out reports disjoint by index;
+- frames: an auxiliary synthetic cohort (``cnn.pretrain.aux_cohort_settings`` with the stream
+  ``STANDIN_STREAM``), split by patient into training and held-out frames. Notebook 05 checks that
+  none of its patients is in the annotation cohort or the corpus.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cag_utils.vlm import build, probe, standins, tokenizer
+
+STANDIN_STREAM = 0x564C4D   # "VLM": the auxiliary cohort's seed stream (the CNN pretraining uses its own)
+PARTS = ("tokenizer", "lm", "siglip", "conceptclip")
+CAPTIONS = {"siglip": standins.generic_caption, "conceptclip": standins.concept_caption}
+
+
+def params(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every setting that changes a stand-in, from the profile's ``vlm_standin_*`` keys."""
+    loop = {"warmup_steps": cfg["vlm_standin_warmup_steps"], "eval_every": cfg["vlm_standin_eval_every"],
+            "patience": cfg["vlm_standin_patience"], "min_delta": cfg["vlm_standin_min_delta"], "weight_decay": 0.01}
+    lm = {"hidden": cfg["vlm_standin_hidden"], "layers": cfg["vlm_standin_layers"], "heads": cfg["vlm_standin_heads"],
+          "max_length": cfg["vlm_max_length"], "max_steps": cfg["vlm_standin_lm_max_steps"],
+          "batch_size": cfg["vlm_standin_lm_batch_size"], "lr": cfg["vlm_standin_lm_lr"], **loop}
+    vision = {"hidden": cfg["vlm_standin_hidden"], "layers": cfg["vlm_standin_vision_layers"],
+              "heads": cfg["vlm_standin_heads"], "image_size": cfg["vlm_standin_image_size"],
+              "patch_size": cfg["vlm_standin_patch_size"], "caption_length": cfg["vlm_standin_caption_length"],
+              "max_steps": cfg["vlm_standin_siglip_max_steps"], "batch_size": cfg["vlm_standin_siglip_batch_size"],
+              "lr": cfg["vlm_standin_siglip_lr"], **loop, "weight_decay": 0.05}
+    text = {"n_reports": cfg["vlm_standin_text_reports"], "n_val_reports": cfg["vlm_standin_val_reports"],
+            "vocab_size": cfg["vlm_standin_vocab_size"], "seed": cfg["seed"],
+            "templates": {lang: cfg[f"vlm_prompt_{lang}"] for lang in ("ja", "en")}}
+    aux = {"n_exams": cfg["vlm_standin_aux_exams"], "stream": STANDIN_STREAM}
+    return {"text": text, "lm": lm, "vision": vision, "aux": aux, "seed": int(cfg["seed"])}
+
+
+def texts(p: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(training, held-out) texts of the LM and tokenizer: reports, summaries and prompt-shaped pairs."""
+    t = p["text"]
+    reports = tokenizer.draw_reports(t["n_reports"] + t["n_val_reports"], t["seed"])
+    shaped = lambda rs: tokenizer.corpus_texts(rs, t["templates"])   # noqa: E731
+    return shaped(reports[:t["n_reports"]]), shaped(reports[t["n_reports"]:])
+
+
+def aux_frames(cfg: dict[str, Any], p: dict[str, Any], progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
+    """The auxiliary cohort's sampled frames and table (angles, lesions, patient split), cached in data/work."""
+    from cag_utils.cnn.pretrain import aux_cohort_settings, build_aux_cohort
+    from cag_utils.config import load_config, work_dir
+
+    data_cfg = {**load_config(cfg["profile"], "data"), **{k: cfg[k] for k in ("seed", "num_workers")}}
+    aux_cfg = aux_cohort_settings(data_cfg, p["aux"]["n_exams"], p["vision"]["image_size"], p["aux"]["stream"])
+    key = standins.digest({k: v for k, v in aux_cfg.items() if k != "num_workers"})[:12]
+    frames, table = build_aux_cohort(aux_cfg, work_dir(cfg["profile"]) / f"standin-aux-{key}" / "cohort", progress)
+    table = table.reset_index(drop=True)
+    table["has_contrast"] = table["key_frame_category"] != "others"
+    table["severe"] = [probe.severe_in_view(standins.lesions_in_view(l, lat))
+                       for l, lat in zip(table["lesions"], table["laterality"])]
+    return frames, table
+
+
+def probe_scores(folders: dict[str, Path], frames: np.ndarray, table: pd.DataFrame, seed: int) -> dict[str, Any]:
+    """Each encoder's probes, trained on the auxiliary training patients, scored on its held-out ones."""
+    train = (table["split"] == "train").to_numpy()
+    out = {}
+    for name in ("siglip", "conceptclip"):
+        x = probe.pooled_features(folders[name], frames)
+        test = ~train & table["has_contrast"].to_numpy()
+        out[name] = probe.probe_report(x[train], table[train], x[test], table[test], seed=seed)
+    return out
+
+
+def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Train every part into ``out`` (replacing what is there). ``stop_after``: only that many steps per
+    part (the loss logs then equal the first entries of a full run's; for tests)."""
+    from transformers import AutoTokenizer
+
+    from cag_utils.results import describe_device, git_sha, package_versions
+
+    p, seed = params(cfg), int(cfg["seed"])
+    out.mkdir(parents=True, exist_ok=True)
+    walls: dict[str, float] = {}
+    cap = (lambda q: {**q, "stop_after": stop_after}) if stop_after else (lambda q: q)   # noqa: E731
+
+    t0 = time.perf_counter()
+    train_texts, val_texts = texts(p)
+    tok_dir = _fresh(out / "tokenizer")
+    tok = tokenizer.train_tokenizer(train_texts, p["text"]["vocab_size"])
+    tok.save_pretrained(tok_dir)
+    _write_record(tok_dir, {"kind": "tokenizer", "n_texts": len(train_texts), "vocab_size": len(tok)})
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    pali = tokenizer.family_tokenizer(tok, "paligemma")
+    build.make_processor("paligemma", pali, standins.image_processor(p["vision"]), 1)   # adds <loc>/<seg> tokens
+    walls["tokenizer"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    lm_dir = _fresh(out / "lm")
+    _write_record(lm_dir, standins.pretrain_lm(lm_dir, tok, len(pali), train_texts, val_texts, cap(p["lm"]), seed,
+                                               progress))
+    walls["lm"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    frames, table = aux_frames(cfg, p, progress)
+    walls["aux_cohort"] = time.perf_counter() - t0
+    train = (table["split"] == "train").to_numpy()
+    for name, caption in CAPTIONS.items():
+        t0 = time.perf_counter()
+        caps = [caption(r) for _, r in table.iterrows()]
+        folder = _fresh(out / name)
+        rec = standins.train_siglip(folder, tok, frames[train], [c for c, k in zip(caps, train) if k], frames[~train],
+                                    [c for c, k in zip(caps, train) if not k], cap(p["vision"]), seed, progress)
+        rec["example_captions"] = sorted(set(caps))[:3]
+        _write_record(folder, rec)
+        walls[name] = time.perf_counter() - t0
+    folders = {name: out / name for name in PARTS}
+    provenance = {
+        "settings": p, "git_sha": git_sha(), "versions": package_versions(), "device": describe_device(),
+        "wall_seconds": {k: round(v, 1) for k, v in walls.items()}, "stop_after": stop_after,
+        "aux_cohort": {"n_exams": p["aux"]["n_exams"], "n_frames": int(len(table)), "n_train_frames": int(train.sum()),
+                       "n_patients": int(table["patient_id"].nunique()),
+                       "patients": sorted(map(str, table["patient_id"].unique()))},
+        "probes_aux_heldout": probe_scores(folders, frames, table, seed),
+        "records": {name: _record_digest(out / name) for name in PARTS},
+    }
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=1, ensure_ascii=False))
+    return provenance
+
+
+def _fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _write_record(folder: Path, record: dict[str, Any]) -> None:
+    (folder / standins.DONE).write_text(json.dumps(record, indent=1, ensure_ascii=False))
+
+
+def _record_digest(folder: Path) -> str:
+    """sha256 over a part's files (names and bytes): what notebook 05 names its caches by."""
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            h.update(f.relative_to(folder).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def default_out(profile: str) -> Path:
+    from cag_utils.config import REPO_ROOT
+
+    return REPO_ROOT / "models" / "standins" / profile
+
+
+def main(argv: list[str] | None = None) -> None:
+    from cag_utils.config import load_config
+    from cag_utils.seed import seed_everything
+
+    ap = argparse.ArgumentParser(prog="python -m cag_utils.vlm.make_standins", description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--out", type=Path, default=None, help="folder (default models/standins/<profile>)")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.profile, "finetune")
+    seed_everything(cfg["seed"], threads=cfg["torch_threads"])
+    t0 = time.perf_counter()
+    prov = make(cfg, args.out or default_out(args.profile))
+    print(json.dumps({"wall_seconds": prov["wall_seconds"], "probes_aux_heldout": prov["probes_aux_heldout"]}, indent=1))
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
