@@ -175,8 +175,10 @@ def deidentify(ds: Dataset, p: Pseudonymizer) -> Dataset:
         for kw in _REMOVE_META:
             if kw in meta:
                 delattr(meta, kw)
-        if "SOPInstanceUID" in out and "MediaStorageSOPInstanceUID" in meta:
-            meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+        if "MediaStorageSOPInstanceUID" in meta:  # the instance UID, or its own pseudonym when that is unusable
+            sop = out.get("SOPInstanceUID", None)
+            meta.MediaStorageSOPInstanceUID = sop if isinstance(sop, str) and sop else \
+                p.uid(str(meta.MediaStorageSOPInstanceUID))
     out.PatientIdentityRemoved = "YES"
     out.LongitudinalTemporalInformationModified = "MODIFIED"
     out.DeidentificationMethod = ["PS3.15 E.1 Basic Profile", "Retain Longit. Modified Dates",

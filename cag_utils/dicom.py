@@ -18,11 +18,24 @@ colour is refused. A JPEG baseline/extended frame whose scan header says Se = 0 
 encoder bug of older 12-bit XA archives, e.g. pydicom's JPEG-lossy.dcm) is decoded as
 Se = 63, as IJG libjpeg does, and noted in `XARun.repairs`. With `xa_cine_only=True` (the
 ingest) anything but a multi-frame XA image is refused from its header, before decoding.
-Errors are typed (`DicomReadError` subclasses) and name the file, never header values.
+Errors are typed (`DicomReadError` subclasses, `cag_utils.dicom_errors`) and name the file,
+never identifying header values.
+
+Every header value the reader uses is checked by `cag_utils.dicom_header` (its docstring lists
+each rule): an unusable required value raises a typed error naming the element
+(`InvalidHeaderError.element`); a malformed optional one falls back as documented there
+(a malformed Modality or VOI LUT Sequence is ignored and the rescale/window or raw values used,
+an empty RescaleSlope counts as 1, a missing PhotometricInterpretation is MONOCHROME2, ...),
+and each fallback is logged (logger `cag_utils.dicom`, "<label>: <what>") and listed in
+`XARun.repairs`. A header whose frames would decode to more than `MAX_DECODED_BYTES` is
+refused (ImageTooLargeError) before any pixel buffer is allocated, and encapsulated pixel data
+with fewer fragments than NumberOfFrames is refused as truncated. `cag_utils.dicom_fuzz`
+mutates headers to check all this (tests/test_dicom_fuzz.py, benchmarks/fuzz_dicom.py).
 """
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +65,24 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from cag_utils.dicom_errors import (
+    ColourImageError, DicomReadError, ImageTooLargeError, InvalidHeaderError, MissingPixelDataError, NoFramesError,
+    NotDicomError, NotXACineError, TruncatedFileError, UnsupportedImageError,
+)
+from cag_utils.dicom_header import (
+    check_bits, check_fragments, check_size, drop_bad_luts, frame_time, geometry, header_int, optional_number,
+    photometric, transfer_syntax, window,
+)
+
 __all__ = [
-    "ColourImageError", "DicomReadError", "MissingPixelDataError", "NoFramesError",
-    "NotDicomError", "NotXACineError", "TRANSFER_SYNTAXES", "TruncatedFileError", "UnsupportedImageError",
-    "XARun", "encoder_available", "read_xa", "write_xa",
+    "ColourImageError", "DicomReadError", "ImageTooLargeError", "InvalidHeaderError", "MAX_DECODED_BYTES",
+    "MissingPixelDataError", "NoFramesError", "NotDicomError", "NotXACineError", "TRANSFER_SYNTAXES",
+    "TruncatedFileError", "UnsupportedImageError", "XARun", "encoder_available", "read_xa", "write_xa",
 ]
+log = logging.getLogger(__name__)
+# Largest decoded pixel buffer (frames x rows x columns x samples x bytes) read_xa accepts; a
+# header asking for more is refused before any allocation (a real XA run: 1024^2 x 2 B x 300 = 0.6 GiB).
+MAX_DECODED_BYTES = 4 * 2**30
 
 TransferSyntaxName = Literal["explicit", "implicit", "rle", "jpeg2000", "jpegls", "jpeg_baseline"]
 TRANSFER_SYNTAXES: dict[str, UID] = {
@@ -75,45 +101,6 @@ _RESERVED = frozenset({
     "PhotometricInterpretation", "PixelData", "PositionerPrimaryAngle", "PositionerSecondaryAngle",
     "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod",
 })
-
-
-# --------------------------------------------------------------------------- errors
-class DicomReadError(ValueError):
-    """A file could not be read as a grayscale DICOM image. The message names the path only."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-class NotDicomError(DicomReadError):
-    """Not a DICOM file (no DICM preamble/meta and not parseable), or not an image."""
-
-
-class TruncatedFileError(DicomReadError):
-    """The pixel data is shorter than Rows * Columns * Frames * bytes per sample."""
-
-
-class MissingPixelDataError(DicomReadError):
-    """The dataset has no Pixel Data (7FE0,0010) element."""
-
-
-class ColourImageError(DicomReadError):
-    """True colour: channels that differ, PALETTE COLOR, or SamplesPerPixel not 1 or 3."""
-
-
-class NoFramesError(DicomReadError):
-    """NumberOfFrames is 0 or the pixel data is empty."""
-
-
-class UnsupportedImageError(DicomReadError):
-    """A grayscale image this reader cannot decode (no decoder for the syntax, odd BitsAllocated)."""
-
-
-class NotXACineError(DicomReadError):
-    """Readable DICOM, but not a multi-frame XA image (a DICOMDIR, a report, another modality,
-    a single frame); raised only with `read_xa(..., xa_cine_only=True)`, before decoding."""
 
 
 # --------------------------------------------------------------------------- writer
@@ -272,7 +259,7 @@ class XARun:
     n_frames: int
     dataset: Dataset
     converted_from: str | None = None  # "RGB", "YBR_FULL", ...: a grey image stored as colour, read as grey
-    repairs: tuple[str, ...] = ()  # what was mended to decode it (e.g. a JPEG scan header)
+    repairs: tuple[str, ...] = ()  # what was mended to decode it (e.g. a JPEG scan header), then header fallbacks
 
 
 # Photometric interpretations a grey image can hide in (3 samples per pixel).
@@ -311,32 +298,6 @@ def _has_pixel_tag(path: Path) -> bool:
     """True if the raw bytes hold a Pixel Data header (tag 7FE0,0010 then OB/OW or undefined length)."""
     data = path.read_bytes()
     return any(b"\xe0\x7f\x10\x00" + v in data for v in (b"OB", b"OW", b"\xff\xff\xff\xff"))
-
-
-def _int(ds: Dataset, keyword: str, default: int | None = None) -> int | None:
-    value = ds.get(keyword, None)
-    if value is None or value == "":
-        return default
-    return int(value)
-
-
-def _float(ds: Dataset, keyword: str) -> float | None:
-    value = ds.get(keyword, None)
-    if value is None or value == "":
-        return None
-    return float(value[0] if isinstance(value, pydicom.multival.MultiValue) else value)
-
-
-def _frame_time(ds: Dataset) -> float | None:
-    if (ft := _float(ds, "FrameTime")) is not None:
-        return ft
-    vector = ds.get("FrameTimeVector", None)
-    if vector is not None and len(vector) > 1:
-        return float(np.mean([float(v) for v in vector[1:]]))
-    for kw in ("CineRate", "RecommendedDisplayFrameRate"):
-        if (rate := _float(ds, kw)):
-            return 1000.0 / rate
-    return None
 
 
 def _repair_scan_header(frame: bytes) -> bytes:
@@ -391,11 +352,9 @@ def _decode_compressed(ds: Dataset, path: Path, ts: UID, n: int, as_rgb: bool | 
                                    "the file may be truncated or corrupt") from None
 
 
-def _decode(ds: Dataset, path: Path, ts: UID, n: int, rows: int, cols: int) -> tuple[np.ndarray, tuple[str, ...]]:
-    bits_alloc, bits_stored = _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
-    signed = _int(ds, "PixelRepresentation", 0) == 1
-    if bits_alloc not in (8, 16) or not bits_stored or bits_stored > bits_alloc:
-        raise UnsupportedImageError(path, f"unsupported BitsAllocated/BitsStored {bits_alloc}/{bits_stored}")
+def _decode(ds: Dataset, path: Path, ts: UID, shape: tuple[int, int, int], bits_alloc: int, bits_stored: int,
+            signed: bool) -> tuple[np.ndarray, tuple[str, ...]]:
+    n, rows, cols = shape
     if not ts.is_compressed:
         nbytes = n * rows * cols * bits_alloc // 8
         if len(ds.PixelData) < nbytes:
@@ -405,20 +364,23 @@ def _decode(ds: Dataset, path: Path, ts: UID, n: int, rows: int, cols: int) -> t
         dtype = np.dtype(("i" if signed else "u") + str(bits_alloc // 8))
         dtype = dtype.newbyteorder(">" if not ts.is_little_endian else "<")
         arr = np.frombuffer(ds.PixelData, dtype=dtype, count=n * rows * cols).reshape(n, rows, cols)
-        if bits_alloc == 16 and bits_stored < 16:  # unused high bits may hold overlays / sign bits
-            native, shift = arr.astype(np.int16 if signed else np.uint16), 16 - bits_stored
-            arr = (native << shift) >> shift if signed else native & np.uint16(2**bits_stored - 1)
+        if bits_stored < bits_alloc:  # unused high bits may hold overlays / sign bits
+            native = arr.astype(np.dtype(("i" if signed else "u") + str(bits_alloc // 8)))
+            shift = bits_alloc - bits_stored
+            arr = (native << shift) >> shift if signed else native & native.dtype.type(2**bits_stored - 1)
         return arr, ()
     arr, _, repairs = _decode_compressed(ds, path, ts, n)
+    if arr.size != n * rows * cols:
+        raise DicomReadError(path, f"{ts.name} pixel data decoded to {arr.size} values, not {n} frames of {rows}x{cols}")
     return arr.reshape(n, rows, cols), repairs
 
 
-def _grey_from_colour(ds: Dataset, path: Path, ts: UID, n: int, rows: int, cols: int,
-                      photometric: str) -> tuple[np.ndarray, tuple[str, ...]]:
+def _grey_from_colour(ds: Dataset, path: Path, ts: UID, shape: tuple[int, int, int], bits_alloc: int, bits: int,
+                      signed: bool, photometric: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """The grey image carried by an RGB/YBR image whose channels agree; ColourImageError otherwise."""
-    bits_alloc, bits = _int(ds, "BitsAllocated"), _int(ds, "BitsStored")
-    if bits_alloc not in (8, 16) or not bits or bits > bits_alloc or _int(ds, "PixelRepresentation", 0):
-        raise ColourImageError(path, f"colour image ({photometric}, {bits_alloc}-bit samples)")
+    n, rows, cols = shape
+    if signed:
+        raise ColourImageError(path, f"colour image ({photometric}, {bits_alloc}-bit signed samples)")
     per_pixel = 2 if photometric == "YBR_FULL_422" else 3  # uncompressed 4:2:2 stores two samples a pixel
     if not ts.is_compressed and len(ds.PixelData) < n * rows * cols * per_pixel * bits_alloc // 8:
         raise TruncatedFileError(path, f"pixel data holds {len(ds.PixelData)} bytes, fewer than {n} frames "
@@ -432,6 +394,9 @@ def _grey_from_colour(ds: Dataset, path: Path, ts: UID, n: int, rows: int, cols:
             raise DicomReadError(path, f"{ts.name} colour pixel data could not be decoded "
                                        f"({type(exc).__name__})") from None
         repairs = ()
+    if arr.size != n * rows * cols * 3:
+        raise DicomReadError(path, f"{ts.name} colour pixel data decoded to {arr.size} values, not {n} frames "
+                                   f"of {rows}x{cols}x3")
     a = arr.reshape(n, rows, cols, 3).astype(np.int32)
     space = str(meta.get("photometric_interpretation", photometric))  # the decoder may convert YBR to RGB
     lossless = str(ts) in _LOSSLESS_COMPRESSED or not ts.is_compressed
@@ -463,65 +428,87 @@ def _window(x: np.ndarray, center: float, width: float, function: str) -> np.nda
     return ((x - (center - 0.5)) / max(width - 1.0, 1e-6) + 0.5) * 255.0
 
 
-def _to_uint8(arr: np.ndarray, ds: Dataset, from_colour: bool = False) -> np.ndarray:
+def _fixed_rule(arr: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    if bits == 8 and not signed and arr.dtype == np.uint8:
+        return arr  # fast path: no float math, no copy beyond decoding
+    idx = arr.astype(np.int32) + 2 ** (bits - 1) if signed else arr
+    return np.take(_fixed_lut(bits), idx, mode="clip")  # a decoder's out-of-range value saturates
+
+
+def _luts_to_uint8(arr: np.ndarray, ds: Dataset, bits: int, signed: bool, slope: float, intercept: float,
+                   win: tuple[float, float] | None) -> np.ndarray:
+    """Modality LUT (sequence or rescale) then VOI LUT (sequence or window), onto uint8."""
+    def modality(values: np.ndarray) -> np.ndarray:
+        if "ModalityLUTSequence" in ds:
+            return apply_modality_lut(values, ds)
+        if slope == 1.0 and intercept == 0.0:
+            return values
+        return values.astype(np.float64) * slope + intercept
+
+    x = modality(arr)
+    if "VOILUTSequence" in ds:  # the LUT is indexed by (rounded) modality values
+        lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        xi = np.rint(x).astype(np.int64) if x.dtype.kind == "f" else x
+        y = apply_voi(xi, ds, index=0).astype(np.float32) * (255.0 / (2**lut_bits - 1))
+    elif win is not None:
+        y = _window(np.asarray(x, dtype=np.float32), win[0], win[1], str(ds.get("VOILUTFunction", "LINEAR")))
+    else:  # rescaled stored range mapped linearly, still a fixed rule
+        lo_hi = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1])
+        lo, hi = np.sort(np.asarray(modality(lo_hi), dtype=np.float64))
+        y = (np.asarray(x, dtype=np.float32) - lo) * (255.0 / max(hi - lo, 1e-6))
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def _to_uint8(arr: np.ndarray, ds: Dataset, bits: int, signed: bool, notes: list[str],
+              monochrome1: bool = False, from_colour: bool = False) -> np.ndarray:
     """Stored values -> uint8 by the fixed rule; a grey image read from colour gets the stored
-    range only (colour images carry no grey LUTs) and is never inverted."""
-    bits = int(ds.BitsStored)
-    signed = _int(ds, "PixelRepresentation", 0) == 1
-    slope, intercept = _float(ds, "RescaleSlope"), _float(ds, "RescaleIntercept")
-    has_modality = "ModalityLUTSequence" in ds or (slope not in (None, 1.0)) or (intercept not in (None, 0.0))
-    center, width = _float(ds, "WindowCenter"), _float(ds, "WindowWidth")
-    has_voi_seq = "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0
-    if from_colour:
-        has_modality = has_voi_seq = False
-        center = width = None
-    if not has_modality and not has_voi_seq and (center is None or width is None):
-        if bits == 8 and not signed and arr.dtype == np.uint8:
-            out = arr  # fast path: no float math, no copy beyond decoding
-        else:
-            idx = arr.astype(np.int32) + 2 ** (bits - 1) if signed else arr
-            out = np.take(_fixed_lut(bits), idx)
-    else:
-        x = apply_modality_lut(arr, ds) if has_modality else arr
-        if has_voi_seq:  # the LUT is indexed by (rounded) modality values
-            lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-            xi = np.rint(x).astype(np.int64) if x.dtype.kind == "f" else x
-            y = apply_voi(xi, ds, index=0).astype(np.float32) * (255.0 / (2**lut_bits - 1))
-        elif center is not None and width is not None:
-            y = _window(np.asarray(x, dtype=np.float32), center, width, str(ds.get("VOILUTFunction", "LINEAR")))
-        else:  # rescaled stored range mapped linearly, still a fixed rule
-            lo_hi = np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1])
-            lo, hi = np.sort(np.asarray(apply_modality_lut(lo_hi, ds), dtype=np.float64))
-            y = (np.asarray(x, dtype=np.float32) - lo) * (255.0 / max(hi - lo, 1e-6))
-        out = np.clip(np.rint(y), 0, 255).astype(np.uint8)
-    if not from_colour and str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
+    range only (colour images carry no grey LUTs) and is never inverted. Malformed LUTs and
+    windows fall back as `cag_utils.dicom_header` says (noted in `notes`)."""
+    out = None
+    if not from_colour:
+        slope = optional_number(ds, "RescaleSlope", notes, 1.0, nonzero=True)
+        intercept = optional_number(ds, "RescaleIntercept", notes, 0.0)
+        drop_bad_luts(ds, notes)
+        win = window(ds, notes)
+        if "ModalityLUTSequence" in ds or "VOILUTSequence" in ds or win or (slope, intercept) != (1.0, 0.0):
+            try:
+                out = _luts_to_uint8(arr, ds, bits, signed, float(slope), float(intercept), win)
+            except Exception as exc:  # a LUT that passed the checks and still fails: the fixed rule
+                notes.append(f"Modality/VOI LUT or window could not be applied ({type(exc).__name__}): "
+                             "the fixed stored-range rule is used")
+    if out is None:
+        out = _fixed_rule(arr, bits, signed)
+    if monochrome1 and not from_colour:
         out = 255 - out
     return np.ascontiguousarray(out) if out.flags.writeable else out.copy()
 
 
 def _check_xa_cine(ds: Dataset, path: Path) -> None:
     """NotXACineError unless the header is that of a multi-frame XA image (the ingest's inputs)."""
-    sop = UID(str(ds.get("SOPClassUID", "") or ds.get("file_meta", Dataset()).get("MediaStorageSOPClassUID", "")))
+    try:
+        sop = UID(str(ds.get("SOPClassUID", "") or ds.get("file_meta", Dataset()).get("MediaStorageSOPClassUID", "")))
+        modality = str(ds.get("Modality", "") or "").strip()
+    except Exception:  # an element pydicom cannot decode
+        raise InvalidHeaderError(path, "SOPClassUID/Modality", "could not be decoded") from None
     if sop == MediaStorageDirectoryStorage:
         raise NotXACineError(path, "a DICOMDIR (the index of the export), not an image")
-    modality = str(ds.get("Modality", "") or "").strip()
     if sop not in (XRayAngiographicImageStorage, EnhancedXAImageStorage) and not (not sop and modality == "XA"):
         kind = sop.name if sop and sop.name != str(sop) else "an unregistered SOP class" if sop else "no SOP class"
-        raise NotXACineError(path, f"not an XA cine run: {kind}, modality {modality or 'missing'}")
-    try:
-        n = _int(ds, "NumberOfFrames", 1)
-    except ValueError:
-        raise DicomReadError(path, "NumberOfFrames is not an integer") from None
-    if n == 1:
+        raise NotXACineError(path, f"not an XA cine run: {kind}, modality {modality[:16] or 'missing'}")
+    if header_int(ds, path, "NumberOfFrames", 1, []) == 1:
         raise NotXACineError(path, "a single-frame XA image, not a cine run")
 
 
-def read_xa(path: str | Path, *, xa_cine_only: bool = False) -> XARun:
+def read_xa(path: str | Path, *, xa_cine_only: bool = False, label: str | None = None,
+            max_decoded_bytes: int = MAX_DECODED_BYTES) -> XARun:
     """Read a grayscale DICOM cine run (or single image) into 8-bit frames; see the module docstring.
 
     xa_cine_only: refuse (NotXACineError, from the header alone) anything but a multi-frame XA image.
+    label: names the file in the log of fallbacks (default: its file name; the ingest passes the
+    exam pseudonym and file number). max_decoded_bytes: larger images are refused from the header.
     """
     path = Path(path)
+    notes: list[str] = []
     ds = _read_dataset(path)
     if "PixelData" not in ds and _has_pixel_tag(path):  # pydicom drops encapsulated pixel data cut short
         raise TruncatedFileError(path, "encapsulated pixel data ends before its sequence delimiter (file truncated)")
@@ -529,41 +516,48 @@ def read_xa(path: str | Path, *, xa_cine_only: bool = False) -> XARun:
         _check_xa_cine(ds, path)
     if "PixelData" not in ds:
         raise MissingPixelDataError(path, "no Pixel Data (7FE0,0010) element (not an image, or pixels stripped)")
-    samples = _int(ds, "SamplesPerPixel", 1)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    n, rows, cols, samples, bits_alloc, bits_stored, signed = geometry(ds, path, notes)
+    photo = photometric(ds, path, samples, notes)
     if samples not in (1, 3):
         raise ColourImageError(path, f"colour image ({samples} samples per pixel)")
-    if samples == 1 and photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise ColourImageError(path, f"colour photometric interpretation {photometric}")
-    if samples == 3 and photometric not in GREY_CAPABLE_COLOUR:
-        raise ColourImageError(path, f"colour photometric interpretation {photometric}")
-    rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
-    if not rows or not cols:
-        raise NotDicomError(path, "not an image: Rows/Columns missing or zero")
+    if samples == 1 and photo not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ColourImageError(path, f"colour photometric interpretation {photo[:16]}")
+    if samples == 3 and photo not in GREY_CAPABLE_COLOUR:
+        raise ColourImageError(path, f"colour photometric interpretation {photo[:16] or 'missing'}")
     try:
-        n = _int(ds, "NumberOfFrames", 1)
-    except ValueError:
-        raise DicomReadError(path, "NumberOfFrames is not an integer") from None
-    if n is None or n <= 0 or ds.PixelData is None or len(ds.PixelData) == 0:
+        pixels = ds.PixelData
+    except Exception:
+        raise InvalidHeaderError(path, "PixelData", "could not be decoded") from None
+    if pixels is None or (isinstance(pixels, (bytes, bytearray)) and len(pixels) == 0):
         raise NoFramesError(path, "no frames (NumberOfFrames is 0 or the pixel data is empty)")
-    ts = UID(ds.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian))
+    if not isinstance(pixels, (bytes, bytearray)):
+        raise InvalidHeaderError(path, "PixelData", "is not a byte string")
+    ts = transfer_syntax(ds, path, notes)
+    check_bits(path, bits_alloc, bits_stored, ColourImageError if samples == 3 else UnsupportedImageError)
+    assert bits_alloc is not None and bits_stored is not None
+    check_size(path, n, rows, cols, samples, bits_alloc, max_decoded_bytes)
+    if ts.is_encapsulated:
+        check_fragments(path, pixels, n)
     if samples == 3:
-        stored, repairs = _grey_from_colour(ds, path, ts, n, rows, cols, photometric)
+        stored, repairs = _grey_from_colour(ds, path, ts, (n, rows, cols), bits_alloc, bits_stored, signed, photo)
     else:
-        stored, repairs = _decode(ds, path, ts, n, rows, cols)
-    frames = _to_uint8(stored, ds, from_colour=samples == 3)
+        stored, repairs = _decode(ds, path, ts, (n, rows, cols), bits_alloc, bits_stored, signed)
+    frames = _to_uint8(stored, ds, bits_stored, signed, notes, photo == "MONOCHROME1", from_colour=samples == 3)
     del ds.PixelData
-    return XARun(
+    run = XARun(
         frames=frames,
-        frame_time_ms=_frame_time(ds),
-        primary_angle=_float(ds, "PositionerPrimaryAngle"),
-        secondary_angle=_float(ds, "PositionerSecondaryAngle"),
+        frame_time_ms=frame_time(ds, notes),
+        primary_angle=optional_number(ds, "PositionerPrimaryAngle", notes, several="first"),
+        secondary_angle=optional_number(ds, "PositionerSecondaryAngle", notes, several="first"),
         transfer_syntax=ts.name,
         transfer_syntax_uid=str(ts),
-        bits_stored=int(ds.BitsStored),
-        photometric=photometric,
+        bits_stored=bits_stored,
+        photometric=photo,
         n_frames=n,
         dataset=ds,
-        converted_from=photometric if samples == 3 else None,
-        repairs=repairs,
+        converted_from=photo if samples == 3 else None,
+        repairs=tuple(repairs) + tuple(notes),
     )
+    for note in notes:
+        log.warning("%s: %s", label or path.name, note)
+    return run

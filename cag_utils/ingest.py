@@ -12,7 +12,11 @@ nest patient/study/series folders and drop extensions), is one candidate:
     its own folder, and is listed as a reject.
 Only multi-frame XA images are read (`read_xa(..., xa_cine_only=True)`); every other file
 (DICOMDIR, dose reports, secondary captures, single frames, other modalities, truncated or
-foreign files) is listed as a reject with its reason, and no file stops the run.
+foreign files, headers `read_xa` refuses) is listed as a reject with its reason, and no file
+stops the run: even an unexpected exception while reading or de-identifying one file becomes
+a reject (error = the exception's class, reason `UNEXPECTED`, never its message) and a
+warning. The reader's fallbacks (`cag_utils.dicom_header`) are logged as
+"<exam pseudonym> file <n>: ..." (logger `cag_utils.dicom`).
 Frame labels come in a CSV (`file` relative to the root, `frame`, `laterality`,
 `key_frame_category`), reports in JSONL (`exam`); `check_labels` and `check_reports`
 report bad rows by line before any pixel is decoded. Only pseudonymous IDs leave this
@@ -26,6 +30,7 @@ rejects.csv.
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 import warnings
 from collections import defaultdict
@@ -46,6 +51,9 @@ from cag_utils.labels import LATERALITIES, KEY_FRAME_CATEGORIES, class_index
 from cag_utils.sampling import intensity_curves, sample_frames
 
 LABEL_COLUMNS = ("laterality", "key_frame_category")
+log = logging.getLogger(__name__)
+# The reason of a reject whose error is not a typed DicomReadError (a bug in the reader, reported by type only).
+UNEXPECTED = "unexpected error while reading or de-identifying (not a typed DicomReadError; please report it)"
 
 
 @dataclass
@@ -146,12 +154,17 @@ def _ingest_exam(job: ExamInput) -> ExamOutput:
     kept: list[np.ndarray] = []
     for k, path in enumerate(files):
         try:
-            run = read_xa(path, xa_cine_only=True)
+            run = read_xa(path, xa_cine_only=True, label=f"{exam_id} file {k + 1}")
+            clean = deidentify(run.dataset, p)
         except DicomReadError as err:
             out.rejects.append({"exam_id": exam_id, "file_number": k + 1, "error": type(err).__name__,
                                 "reason": err.reason})
             continue
-        clean = deidentify(run.dataset, p)
+        except Exception as exc:  # a bug, not a bad file: still a reject, so the run goes on (no header values)
+            log.warning("%s file %d: unexpected %s while reading or de-identifying", exam_id, k + 1, type(exc).__name__)
+            out.rejects.append({"exam_id": exam_id, "file_number": k + 1, "error": type(exc).__name__,
+                                "reason": UNEXPECTED})
+            continue
         if patient_id is None:  # first readable file names the exam and patient
             exam_id = p.pseudonym(str(run.dataset.get("StudyInstanceUID", job.exam)), "EX-")
             patient_id = str(clean.PatientID)
