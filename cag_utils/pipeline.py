@@ -19,6 +19,8 @@ checkpoints are shared and a step resumes). Its executed notebook and the files 
 under results/ and figures/ replace the previous ones only when it succeeds; a failure,
 Ctrl-C or SIGTERM leaves them byte-identical, keeps the partial notebook in
 `data/work/<profile>/failed/` and stops the run (exit 1, or 130/143 when interrupted).
+One run at a time: a run holds a lock on `data/work/<profile>` (cag_utils.runlock); a second
+run on the same profile waits for it with a message, or with `--no-wait` stops (exit 3).
 The manifest `data/work/<profile>/pipeline_manifest.json` records a hash of the step's
 inputs (source cells, parameters, package code, profile YAML, results of earlier steps)
 and the sha256 of each output: a step is skipped only when both still match.
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import html
 import json
@@ -50,6 +53,7 @@ from cag_utils.config import (
     DEFAULT_PROFILE, REPO_ROOT, ConfigError, output_root, key_sections, load_profile, output_subdir,
     parse_override, profile_path, validate_overrides,
 )
+from cag_utils.runlock import RunLockedError, run_lock
 from cag_utils.staging import (
     Terminated, deferred_signals, kernel_output_root, new_stage, place, remove_stage, sigterm_raises, stamp,
 )
@@ -424,11 +428,14 @@ def run_pipeline(
     results_root: Path = RESULTS_ROOT, figures_root: Path = FIGURES_ROOT, work_root: Path = WORK_ROOT,
     runs_root: Path = RUNS_ROOT, package_dir: Path = PACKAGE_DIR,
     kernel_name: str = "python3", log: Callable[[str], None] = print, executed_root: Path | None = EXECUTED_ROOT,
+    wait: bool = True,
 ) -> list[StepOutcome]:
     """Run (or with `dry_run`, only assess) the selected steps; ConfigError before any runs.
 
     With `dry_run` the outcome status is 'up to date' or 'out of date (why)'. Ctrl-C and
-    SIGTERM propagate as KeyboardInterrupt (`Terminated`) after the step's cleanup.
+    SIGTERM propagate as KeyboardInterrupt (`Terminated`) after the step's cleanup. A run (not a
+    dry run) holds the lock of `work_root/profile`: with `wait=False` RunLockedError when another
+    run holds it, else it waits.
     """
     notebooks_dir = Path(notebooks_dir)
     steps = discover_steps(notebooks_dir)
@@ -449,61 +456,63 @@ def run_pipeline(
     if run and not dry_run:
         log(f"run {run}: outputs go to {_rel(Path(runs_root) / run)} (the committed ones stay as they are)")
 
-    sub = output_subdir(profile)
-    manifest = _load_manifest(layout.manifest)
-    # A run of its own reuses the committed outputs of a step it would run with the same inputs.
-    committed = None if run is None else output_layout(profile, None, results_root, figures_root,
-                                                       executed_root or notebooks_dir, work_root, runs_root)
-    committed_steps = _load_manifest(committed.manifest)["steps"] if committed else {}
-    code = code_digests(package_dir)
-    profile_yaml = profile_path(profile, profiles_dir).read_text(encoding="utf-8")
+    # One run at a time per data folder, taken before the manifest is read (cag_utils.runlock).
+    with (contextlib.nullcontext() if dry_run else run_lock(work_root, profile, wait=wait, log=log)):
+        sub = output_subdir(profile)
+        manifest = _load_manifest(layout.manifest)
+        # A run of its own reuses the committed outputs of a step it would run with the same inputs.
+        committed = None if run is None else output_layout(profile, None, results_root, figures_root,
+                                                           executed_root or notebooks_dir, work_root, runs_root)
+        committed_steps = _load_manifest(committed.manifest)["steps"] if committed else {}
+        code = code_digests(package_dir)
+        profile_yaml = profile_path(profile, profiles_dir).read_text(encoding="utf-8")
 
-    outcomes: list[StepOutcome] = []
-    stale_before = False   # dry run: an earlier step will rerun, so this one's inputs will change
-    for step in selected:
-        if outcomes and outcomes[-1].status in ("failed", "not run"):
-            outcomes.append(StepOutcome(step.name, step.section, "not run"))
-            log(f"[{step.name}] not run (an earlier step failed)")
-            continue
-        params = step_parameters(step, profile, checked, profiles_dir)
-        # Inputs: the results of every earlier step, so a rerun upstream invalidates this one.
-        inputs = {}
-        for s in steps[:steps.index(step)]:
-            found = [p for folder in layout.read_results if (p := folder / f"{s.name}.json").is_file()]
-            inputs[s.name] = _digest(found[0].read_bytes()) if found else "missing"
-        nb = nbformat.read(step.path, as_version=4)
-        parts = step_components(nb, params, code, profile_yaml, inputs)
-        digest = step_hash(nb, params, code, profile_yaml, inputs)
-        results_json = layout.roots["results"] / sub / f"{step.name}.json"
-        output = layout.roots["notebooks"] / sub / step.path.name
-        recorded = manifest["steps"].get(step.name, {})
-        why = _out_of_date(recorded, parts, digest, layout, results_json)
-        inherited = bool(why) and committed is not None and not _out_of_date(
-            committed_steps.get(step.name, {}), parts, digest, committed,
-            committed.roots["results"] / sub / results_json.name)
-        if dry_run:
-            status = ("up to date (committed outputs)" if inherited else f"out of date ({why})" if why
-                      else "out of date (an earlier step reruns)" if stale_before else "up to date")
-            stale_before = stale_before or not status.startswith("up to date")
-            outcomes.append(StepOutcome(step.name, step.section, status, output=output))
-            continue
-        if (inherited or not why) and not force:
-            outcomes.append(StepOutcome(step.name, step.section, "skipped", output=output))
-            log(f"[{step.name}] skipped ({'the committed outputs are ' if inherited else ''}up to date)")
-            continue
+        outcomes: list[StepOutcome] = []
+        stale_before = False   # dry run: an earlier step will rerun, so this one's inputs will change
+        for step in selected:
+            if outcomes and outcomes[-1].status in ("failed", "not run"):
+                outcomes.append(StepOutcome(step.name, step.section, "not run"))
+                log(f"[{step.name}] not run (an earlier step failed)")
+                continue
+            params = step_parameters(step, profile, checked, profiles_dir)
+            # Inputs: the results of every earlier step, so a rerun upstream invalidates this one.
+            inputs = {}
+            for s in steps[:steps.index(step)]:
+                found = [p for folder in layout.read_results if (p := folder / f"{s.name}.json").is_file()]
+                inputs[s.name] = _digest(found[0].read_bytes()) if found else "missing"
+            nb = nbformat.read(step.path, as_version=4)
+            parts = step_components(nb, params, code, profile_yaml, inputs)
+            digest = step_hash(nb, params, code, profile_yaml, inputs)
+            results_json = layout.roots["results"] / sub / f"{step.name}.json"
+            output = layout.roots["notebooks"] / sub / step.path.name
+            recorded = manifest["steps"].get(step.name, {})
+            why = _out_of_date(recorded, parts, digest, layout, results_json)
+            inherited = bool(why) and committed is not None and not _out_of_date(
+                committed_steps.get(step.name, {}), parts, digest, committed,
+                committed.roots["results"] / sub / results_json.name)
+            if dry_run:
+                status = ("up to date (committed outputs)" if inherited else f"out of date ({why})" if why
+                          else "out of date (an earlier step reruns)" if stale_before else "up to date")
+                stale_before = stale_before or not status.startswith("up to date")
+                outcomes.append(StepOutcome(step.name, step.section, status, output=output))
+                continue
+            if (inherited or not why) and not force:
+                outcomes.append(StepOutcome(step.name, step.section, "skipped", output=output))
+                log(f"[{step.name}] skipped ({'the committed outputs are ' if inherited else ''}up to date)")
+                continue
 
-        def record(outputs: dict[str, str], seconds: float, name: str = step.name) -> None:
-            manifest["steps"][name] = {"hash": digest, "components": parts, "parameters": params,
-                                       "seconds": round(seconds, 1), "outputs": outputs}
-            _save_manifest(layout.manifest, manifest)
+            def record(outputs: dict[str, str], seconds: float, name: str = step.name) -> None:
+                manifest["steps"][name] = {"hash": digest, "components": parts, "parameters": params,
+                                           "seconds": round(seconds, 1), "outputs": outputs}
+                _save_manifest(layout.manifest, manifest)
 
-        with sigterm_raises():
-            outcome = _run_step(step, params, layout, work_root, profile, notebooks_dir, kernel_name,
-                                cell_timeout, log, recorded.get("outputs") or {}, record)
-        if outcome.status == "ok" and not results_json.is_file():
-            log(f"[{step.name}] warning: it wrote no {_rel(results_json)}, so it never counts as up to date")
-        outcomes.append(outcome)
-    return outcomes
+            with sigterm_raises():
+                outcome = _run_step(step, params, layout, work_root, profile, notebooks_dir, kernel_name,
+                                    cell_timeout, log, recorded.get("outputs") or {}, record)
+            if outcome.status == "ok" and not results_json.is_file():
+                log(f"[{step.name}] warning: it wrote no {_rel(results_json)}, so it never counts as up to date")
+            outcomes.append(outcome)
+        return outcomes
 
 
 def _run_step(step: Step, params: Mapping[str, Any], layout: Layout, work_root: Path, profile: str,
@@ -572,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rerun steps that are up to date")
     parser.add_argument("--list", action="store_true", help="list steps, sections and state; run nothing")
     parser.add_argument("--cell-timeout", type=int, default=3600, metavar="S", help="seconds per cell")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="stop at once (exit 3) when another run uses data/work/<profile>, instead of waiting")
     # Folders, for tests and odd layouts.
     parser.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS_DIR, help=argparse.SUPPRESS)
     parser.add_argument("--profiles-dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -593,10 +604,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             notebooks_dir=args.notebooks_dir, profiles_dir=args.profiles_dir,
             results_root=args.results_root, figures_root=args.figures_root, work_root=args.work_root,
             runs_root=args.runs_root, executed_root=args.executed_root, package_dir=args.package_dir,
+            wait=not args.no_wait,
         )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt as exc:
         print(f"interrupted ({exc or 'SIGINT'}): outputs unchanged; rerun the same command to resume",
               file=sys.stderr)
