@@ -14,9 +14,11 @@ from PIL import Image
 from cag_utils.config import load_config, load_profile
 from cag_utils.vlm import build, data, generate, lora, stage, standins, tokenizer
 
+LOOP = {"max_steps": 3, "warmup_steps": 1, "eval_every": 2, "patience": 5, "min_delta": 0.01, "weight_decay": 0.01}
 TINY_VISION = {"hidden": 32, "layers": 1, "heads": 2, "image_size": 32, "patch_size": 8, "caption_length": 40,
-               "steps": 3, "batch_size": 8, "lr": 1e-3}
-TINY_LM = {"hidden": 32, "layers": 1, "heads": 2, "max_length": 200, "steps": 3, "batch_size": 4, "lr": 1e-3}
+               "batch_size": 8, "lr": 1e-3, **LOOP}
+TINY_LM = {"hidden": 32, "layers": 1, "heads": 2, "max_length": 200, "batch_size": 4, "pack_length": 32, "lr": 1e-3,
+           **LOOP}
 TEMPLATES = {"ja": "レポート:\n{pre_procedure_report}\n要約:", "en": "Report:\n{pre_procedure_report}\nSummary:"}
 
 
@@ -47,11 +49,12 @@ def parts(tmp_path_factory, tok):
     root = tmp_path_factory.mktemp("vlm")
     pali = tokenizer.family_tokenizer(tok, "paligemma")
     build.make_processor("paligemma", pali, standins.image_processor(TINY_VISION), 1)
-    texts = tokenizer.corpus_texts(tokenizer.draw_reports(20, 2))
-    lm = standins.cached(root / "lm", lambda f: standins.pretrain_lm(f, tok, len(pali), texts, TINY_LM, 0))
+    texts = tokenizer.corpus_texts(tokenizer.draw_reports(20, 2), TEMPLATES)
+    lm = standins.cached(root / "lm", lambda f: standins.pretrain_lm(f, tok, len(pali), texts[:60], texts[60:], TINY_LM, 0))
     frames = np.random.default_rng(0).integers(0, 255, (16, 48, 48), dtype=np.uint8)
     caps = [f"left coronary angiogram, stenosis #{i % 5 + 1} 90%" for i in range(16)]
-    sig = standins.cached(root / "sig", lambda f: standins.train_siglip(f, tok, frames, caps, TINY_VISION, 0))
+    sig = standins.cached(root / "sig", lambda f: standins.train_siglip(f, tok, frames[:8], caps[:8], frames[8:],
+                                                                          caps[8:], TINY_VISION, 0))
     return {"root": root, "lm": root / "lm", "sig": root / "sig", "records": {"lm": lm, "sig": sig}}
 
 
@@ -91,7 +94,7 @@ def test_caption_frames_drop_corpus_patients():
     frames = np.arange(3 * 4, dtype=np.uint8).reshape(3, 2, 2)
     kept_frames, kept = standins.annotation_frames(frames, table, runs, reports, {"P2"})
     assert kept["patient_id"].tolist() == ["P1", "P3"] and (kept_frames[1] == frames[2]).all()
-    assert standins.concept_caption(kept.iloc[0]) == "left coronary angiogram, stenosis #6 90%"
+    assert standins.concept_caption(kept.iloc[0]) == "left coronary angiogram, LAO cranial view, stenosis #6 90%"
     assert standins.generic_caption(kept.iloc[0]) == "left coronary angiogram, LAO cranial view"
     assert "without contrast" in standins.concept_caption(kept.iloc[1])
 
@@ -188,6 +191,53 @@ def test_assemble_save_load_train_generate(name, parts, corpus, tmp_path):
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
     blank = data.encode_examples(arch, processor, kept[:2], 10**6, blank_value=128)[0]
     assert (blank[0]["pixel_values"] == blank[0]["pixel_values"].flatten()[0]).all()
+
+
+def test_text_only_control_sees_no_image(parts, corpus):
+    root, rec = corpus
+    model, processor = build.assemble("gemma3", parts["lm"], parts["sig"], image_tokens=4)
+    examples, _ = data.make_examples(rec, root, ("en",), TEMPLATES)
+    enc = data.encode_examples("gemma3", processor, examples, 400, text_only=True)[0]
+    blanked = data.encode_examples("gemma3", processor, examples, 400, text_only=True, blank_value=0)[0]
+    tok = processor.tokenizer
+    assert all("pixel_values" not in e and tok.image_token_id not in e["input_ids"].tolist() for e in enc)
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(enc, blanked))
+    target = enc[0]["labels"][enc[0]["labels"] != -100]
+    assert tok.decode(target[:-1]) == examples[0].reference
+    col = data.Collator(tok.pad_token_id)
+    assert "pixel_values" not in col(enc[:2])
+    assert generate.example_losses(model, enc[:2], col, 2).shape == (2, 2)   # runs without pixels
+    with pytest.raises(ValueError, match="Gemma3"):
+        data.encode("paligemma", processor, examples[0], True, text_only=True)
+    assert build.family("gemma3_text").text_only and not build.family("gemma3").text_only
+
+
+def test_train_loop_stops_at_the_plateau():
+    w = torch.nn.Parameter(torch.tensor(1.0))
+    model = torch.nn.Module()
+    model.w = w
+    vals = iter([1.0, 0.5, 0.499, 0.498, 0.497, 0.2])
+    p = {"lr": 0.0, "weight_decay": 0.0, "max_steps": 100, "warmup_steps": 0, "eval_every": 10, "patience": 3,
+         "min_delta": 0.01}
+    rec = standins.train_loop(model, lambda step: w * 1.0, lambda: next(vals), p, 0)
+    assert rec["stopped"] == "plateau" and rec["steps"] == 50 and [v[0] for v in rec["val"]] == [10, 20, 30, 40, 50]
+    vals = iter([1.0, 0.5, 0.499, 0.498, 0.497, 0.2])
+    rec = standins.train_loop(model, lambda step: w * 1.0, lambda: next(vals), {**p, "stop_after": 25}, 0)
+    assert rec["steps"] == 25 and rec["stopped"] == "max_steps"
+
+
+def test_sigmoid_loss_counts_equal_captions_as_positives():
+    logits = torch.tensor([[5.0, 5.0, -5.0], [5.0, 5.0, -5.0], [-5.0, -5.0, 5.0]])
+    same = standins.sigmoid_loss(logits, torch.tensor([0, 0, 1]))
+    distinct = standins.sigmoid_loss(logits, torch.tensor([0, 1, 2]))
+    assert same < 0.05 < 3.0 < distinct   # SigLIP's identity labels would punish the equal-caption pair
+
+
+def test_packed_batches_cover_every_token_without_padding():
+    enc = [[2, 5, 6, 1], [2, 7, 1], [2, 8, 9, 10, 1]]
+    gen = standins.packed_batches(enc, 2, 3, np.random.default_rng(0))
+    first = torch.cat([next(gen).flatten(), next(gen).flatten()])
+    assert sorted(first.tolist()[:12]) == sorted(sum(enc, []))   # the first pass: each text once
 
 
 def test_reliance_interval_is_blanked_minus_real():

@@ -42,7 +42,8 @@ def params(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "patience": cfg["vlm_standin_patience"], "min_delta": cfg["vlm_standin_min_delta"], "weight_decay": 0.01}
     lm = {"hidden": cfg["vlm_standin_hidden"], "layers": cfg["vlm_standin_layers"], "heads": cfg["vlm_standin_heads"],
           "max_length": cfg["vlm_max_length"], "max_steps": cfg["vlm_standin_lm_max_steps"],
-          "batch_size": cfg["vlm_standin_lm_batch_size"], "lr": cfg["vlm_standin_lm_lr"], **loop}
+          "batch_size": cfg["vlm_standin_lm_batch_size"], "pack_length": cfg["vlm_standin_lm_pack_length"],
+          "lr": cfg["vlm_standin_lm_lr"], **loop}
     vision = {"hidden": cfg["vlm_standin_hidden"], "layers": cfg["vlm_standin_vision_layers"],
               "heads": cfg["vlm_standin_heads"], "image_size": cfg["vlm_standin_image_size"],
               "patch_size": cfg["vlm_standin_patch_size"], "caption_length": cfg["vlm_standin_caption_length"],

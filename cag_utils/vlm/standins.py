@@ -139,23 +139,37 @@ def lm_batch_loss(model, batch: list[list[int]], pad: int) -> torch.Tensor:
     return model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
 
 
+def packed_batches(enc: list[list[int]], rows: int, length: int, rng: np.random.Generator):
+    """Endless (rows, length) batches of the texts concatenated in a fresh random order each pass (packing:
+    no padding, so every position trains; ``<bos>``/``<eos>`` mark where one text ends and the next begins)."""
+    stream: list[int] = []
+    while True:
+        for i in rng.permutation(len(enc)):
+            stream.extend(enc[i])
+            while len(stream) >= rows * length:
+                yield torch.tensor(stream[:rows * length]).view(rows, length)
+                stream = stream[rows * length:]
+
+
 def pretrain_lm(folder: Path, tokenizer, vocab_size: int, texts: list[str], val_texts: list[str], p: dict[str, Any],
                 seed: int, progress: bool = False) -> dict[str, Any]:
     """Next-token pretraining of a small ``Gemma3ForCausalLM``; saved to ``folder`` with the tokenizer.
 
     ``vocab_size``: of the largest family tokenizer (PaliGemma's adds 1,153 tokens after the trained ones).
-    ``p``: hidden, layers, heads, max_length, batch_size and the ``train_loop`` keys.
+    ``p``: hidden, layers, heads, max_length, batch_size (rows of ``pack_length`` packed tokens) and the
+    ``train_loop`` keys. The held-out loss is the mean over held-out texts, each on its own (padded).
     """
     from transformers import Gemma3ForCausalLM
 
     torch.manual_seed(seed)
     model = Gemma3ForCausalLM(lm_config(vocab_size, p))
     enc, val = encode_texts(tokenizer, texts, p["max_length"]), encode_texts(tokenizer, val_texts, p["max_length"])
-    rng = np.random.default_rng(seed)
+    batches = packed_batches(enc, p["batch_size"], p["pack_length"], np.random.default_rng(seed))
     pad = tokenizer.pad_token_id
 
     def train_loss(step: int) -> torch.Tensor:
-        return lm_batch_loss(model, [enc[i] for i in rng.choice(len(enc), p["batch_size"], replace=False)], pad)
+        ids = next(batches)
+        return model(input_ids=ids, labels=ids).loss
 
     def val_loss() -> float:
         return float(np.mean([float(lm_batch_loss(model, val[i:i + 64], pad)) for i in range(0, len(val), 64)]))
@@ -164,7 +178,7 @@ def pretrain_lm(folder: Path, tokenizer, vocab_size: int, texts: list[str], val_
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return {"kind": "lm", "n_texts": len(enc), "n_left_out": len(texts) - len(enc), "n_val_texts": len(val),
-            **record, "parameters": sum(q.numel() for q in model.parameters())}
+            "n_tokens": int(sum(map(len, enc))), **record, "parameters": sum(q.numel() for q in model.parameters())}
 
 
 # ------------------------------------------------------------------ SigLIP stand-ins
