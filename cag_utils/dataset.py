@@ -14,6 +14,10 @@ Real data: the secret salt is resolved first (`deid.resolve_salt`; the committed
 refused), then both cohorts are found and the labels and reports are checked against the
 files found; their bad rows are printed by line and saved as `problems.csv` beside the
 cohorts before any pixel is decoded.
+
+Disk space: before the cohorts are converted, their size is estimated from the headers and
+the run stops (`cag_utils.diskspace.DiskSpaceError`, with both numbers) when the disk cannot
+hold it; the synthetic generator checks its own cohort the same way.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import pandas as pd
 from cag_utils import ingest
 from cag_utils.config import REPO_ROOT, results_dir, work_dir
 from cag_utils.deid import resolve_salt
+from cag_utils.diskspace import folder_bytes, processed_bytes, require_space
 from cag_utils.splits import patient_split
 from cag_utils.synth.cohort import GENERATOR_KEYS, GENERATOR_VERSION, generate_cohort
 
@@ -73,6 +78,9 @@ def build_dataset(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     keys = {k for found_exams in exams.values() for e in found_exams for k in e.keys}
     problems += ingest.check_reports(reports_jsonl, keys)[1]
     processed = work_dir(cfg["profile"]) / "processed" / data_fingerprint(cfg)
+    need, how = processed_bytes(((e.n_frames[f], e.pixels.get(f)) for found_exams in exams.values()
+                                 for e in found_exams for f in e.files), cfg["sampling_min_gap"])
+    require_space(processed, need, "the processed cohorts", how, reclaimable=folder_bytes(processed))
     if problems:
         print(f"{len(problems)} rows of labels/reports left out (also in processed/{processed.name}/problems.csv):")
         for p in problems:

@@ -86,25 +86,31 @@ class Exam:
     study: str | None = None   # None: a group of files without a readable header
     keys: tuple[str, ...] = () # names a report may use for it
     n_frames: dict[str, int | None] = field(default_factory=dict)  # file -> NumberOfFrames in its header
+    pixels: dict[str, int | None] = field(default_factory=dict)    # file -> Rows x Columns in its header
 
 
-def _header(path: Path) -> tuple[str | None, int | None]:
-    """(StudyInstanceUID, NumberOfFrames) from a file's header; (None, None) if unreadable."""
+def _header(path: Path) -> tuple[str | None, int | None, int | None]:
+    """(StudyInstanceUID, NumberOfFrames, Rows x Columns) from a file's header; Nones if unreadable."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for force in (False, True):
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, force=force,
-                                     specific_tags=["StudyInstanceUID", "NumberOfFrames", "SOPClassUID"])
+                                     specific_tags=["StudyInstanceUID", "NumberOfFrames", "SOPClassUID",
+                                                    "Rows", "Columns"])
                 study = str(ds.get("StudyInstanceUID", "") or "") or None
                 try:
                     n = int(ds.get("NumberOfFrames", 1) or 1)
                 except (TypeError, ValueError):
                     n = None
-                return study, n if study else None
+                try:
+                    pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) or None
+                except (TypeError, ValueError):
+                    pixels = None
+                return (study, n, pixels) if study else (None, None, None)
             except Exception:
                 continue
-    return None, None
+    return None, None, None
 
 
 def find_exams(root: Path, cohort: str) -> list[Exam]:
@@ -116,9 +122,10 @@ def find_exams(root: Path, cohort: str) -> list[Exam]:
     files = sorted(p.relative_to(root).as_posix() for p in base.rglob("*") if p.is_file())
     studies: dict[str, list[str]] = defaultdict(list)
     frames: dict[str, int | None] = {}
+    pixels: dict[str, int | None] = {}
     orphans: list[str] = []
     for rel in files:
-        study, frames[rel] = _header(root / rel)
+        study, frames[rel], pixels[rel] = _header(root / rel)
         (studies[study] if study else orphans).append(rel)
     exams = [Exam(posixpath.commonpath([posixpath.dirname(f) for f in fs]), fs, study)
              for study, fs in studies.items()]
@@ -134,6 +141,7 @@ def find_exams(root: Path, cohort: str) -> list[Exam]:
     for exam in exams:
         exam.files.sort()
         exam.n_frames = {f: frames[f] for f in exam.files}
+        exam.pixels = {f: pixels[f] for f in exam.files}
         if exam.study is None:
             continue
         keys, folder = [exam.study], exam.name

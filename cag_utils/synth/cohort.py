@@ -10,6 +10,8 @@ Headers carry PHI-like values (fake names, IDs, birth and study dates; folder na
 built from them) that the loader must remove. Exams are generated in parallel processes,
 one SeedSequence child per exam, so the cohort does not depend on the number of workers;
 each worker writes its exam and returns only labels and reports (memory stays flat).
+Before anything is written, the cohort's size is estimated (`cag_utils.diskspace.cohort_bytes`)
+and generation stops with DiskSpaceError when the disk cannot hold it.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from pydicom.uid import generate_uid
 from tqdm.auto import tqdm
 
 from cag_utils.dicom import write_xa
+from cag_utils.diskspace import cohort_bytes, folder_bytes, require_space
 from cag_utils.synth import anatomy, imaging
 from cag_utils.synth.reports import make_reports, sample_clinical_facts
 
@@ -170,6 +173,8 @@ def generate_cohort(raw_dir: str | Path, cfg: dict[str, Any], workers: int = 1, 
     raw_dir = Path(raw_dir)
     if not force and cohort_is_current(raw_dir, cfg):
         return raw_dir
+    need, how = cohort_bytes(cfg)  # refuse before deleting or writing anything
+    require_space(raw_dir, need, "the synthetic cohort", how, reclaimable=folder_bytes(raw_dir))
     if raw_dir.exists():
         shutil.rmtree(raw_dir)
     raw_dir.mkdir(parents=True)
