@@ -160,6 +160,73 @@ def significance(predictions: pd.DataFrame, baseline: str, *, seed: int, n_sampl
     return out
 
 
+def image_effects(items: pd.DataFrame, families: Sequence[str], control: str | None, *, seed: int,
+                  truth: str = "lesions_shown_true", pred: str = "lesions_shown_pred") -> dict[str, Any]:
+    """Paired differences of lesion F1 (default: the shown artery) per image model with LoRA, both languages:
+    ``<family>.real_minus_blank`` (the same outputs' model on the blanked frame) and
+    ``<family>.real_minus_text_only`` (the text-only control ``control`` on the same records and languages).
+
+    Each is F1(real) - F1(other) on the same test items, with a 95 % bootstrap over patients that resamples
+    both sides together (per patient: TP/FP/FN of each side, summed), so the pairing is kept."""
+    from cag_utils.intervals import patient_bootstrap
+    from cag_utils.metrics.findings import _f1_from_counts, lesion_counts
+
+    def counts(family: str, variant: str) -> pd.DataFrame:
+        g = items[(items["family"] == family) & (items["variant"] == variant)].sort_values(["record_id", "language"])
+        c = lesion_counts([parse_lesions(x) for x in g[truth]], [parse_lesions(x) for x in g[pred]])
+        return pd.DataFrame(c, columns=["tp", "fp", "fn"], index=pd.MultiIndex.from_frame(g[["record_id", "language"]])
+                            ).assign(patient=g["patient_id"].to_numpy())
+
+    def paired(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
+        if not a.index.equals(b.index):
+            raise ValueError("the two sides do not cover the same records and languages")
+        per = np.stack([a.groupby("patient", sort=True)[["tp", "fp", "fn"]].sum().to_numpy(),
+                        b.groupby("patient", sort=True)[["tp", "fp", "fn"]].sum().to_numpy()], axis=1)
+        out = patient_bootstrap(per, lambda s: _f1_from_counts(s[..., 0, :]) - _f1_from_counts(s[..., 1, :]), seed=seed)
+        out.update(f1_real=float(_f1_from_counts(per[:, 0].sum(0))), f1_other=float(_f1_from_counts(per[:, 1].sum(0))))
+        return out
+
+    out: dict[str, Any] = {}
+    for f in families:
+        if f == control:
+            continue
+        real = counts(f, "with_lora")
+        out[f"{f}.real_minus_blank"] = paired(real, counts(f, "with_lora_blank_image"))
+        if control:
+            out[f"{f}.real_minus_text_only"] = paired(real, counts(control, "with_lora"))
+    return out
+
+
+def image_effect_table(effects: dict[str, Any], families: Sequence[str], labels: dict[str, str]) -> pd.DataFrame:
+    """One row per image model: shown-artery F1 on the real frame, and the two paired differences."""
+    rows = []
+    for f in families:
+        blank, text = effects.get(f"{f}.real_minus_blank"), effects.get(f"{f}.real_minus_text_only")
+        if blank is None:
+            continue
+        rows.append({"Model": labels[f], "F1 real frame": f"{blank['f1_real']:.3f}",
+                     "Real - blanked": _ci(blank, 3), "F1 text-only": f"{text['f1_other']:.3f}" if text else "",
+                     "Real - text-only": _ci(text, 3) if text else ""})
+    return pd.DataFrame(rows)
+
+
+def quality_table(quality: pd.DataFrame, families: Sequence[str], labels: dict[str, str]) -> pd.DataFrame:
+    """Per model and variant, both languages together: shares in the prompt's language, with a repetition,
+    with a plan (``metrics.quality.output_quality`` rows of language "all"), with intervals."""
+    q = quality[quality["language"] == "all"].set_index(["family", "variant"])
+    rows = []
+    for f in families:
+        for v in VARIANTS:
+            if (f, v) not in q.index:
+                continue
+            r = q.loc[(f, v)]
+            iv = lambda share: _ci({k: r[f"{share}_{k}"] for k in ("estimate", "ci_low", "ci_high")}, 3)  # noqa: E731
+            rows.append({"Model": labels[f], "Variant": VARIANT_LABELS[v], "In the prompt's language": iv("in_language"),
+                         "Repeats a segment or 4-gram": iv("repeated_any"), "States a plan": iv("has_plan"),
+                         "Outputs": int(r["n"])})
+    return pd.DataFrame(rows)
+
+
 def select_model(headline: dict[str, Any], families: Sequence[str], labels: dict[str, str],
                  order: Sequence[str] = ("rating", "vlscore"), ratings: dict[str, Any] | None = None,
                  variant: str = "with_lora") -> dict[str, Any]:
@@ -275,10 +342,9 @@ def key_frames(corpus_dir: str | Path, records: pd.DataFrame, record_ids: Sequen
 
 
 def embedder_folder(cfg: dict[str, Any], records: pd.DataFrame) -> Path:
-    """The VLScore embedder: ``eval_embedder_path`` when set, else the ConceptCLIP stand-in of notebook 05,
-    found by the same config-and-data hash 05 used (``vlm.stage.pretrained_parts``; cached, so nothing trains
-    when 05 has run)."""
-    from cag_utils.config import ConfigError, load_config, work_dir
+    """The VLScore embedder: ``eval_embedder_path`` when set, else the committed ConceptCLIP stand-in that
+    notebook 05 used (``vlm.stage.load_standins``)."""
+    from cag_utils.config import ConfigError, load_config
     from cag_utils.vlm import stage
 
     if cfg["eval_embedder_path"]:
@@ -287,8 +353,7 @@ def embedder_folder(cfg: dict[str, Any], records: pd.DataFrame) -> Path:
     if not ft["vlm_use_standins"]:
         raise ConfigError("eval_embedder_path is empty and the profile has no stand-ins (vlm_use_standins: false): "
                           "set it to a local SigLIP-format ConceptCLIP folder")
-    parts = stage.pretrained_parts(ft, work_dir(cfg["profile"]) / "vlm", set(records["patient_id"]))
-    return Path(parts["folders"]["conceptclip"])
+    return Path(stage.load_standins(ft, set(records["patient_id"]))["folders"]["conceptclip"])
 
 
 def per_item_rows(items: pd.DataFrame) -> pd.DataFrame:

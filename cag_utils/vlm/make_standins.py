@@ -132,6 +132,7 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
                                     [c for c, k in zip(caps, train) if not k], cap(p["vision"]), seed, progress)
         rec["example_captions"] = sorted(set(caps))[:3]
         _write_record(folder, rec)
+        write_first_batches(folder, frames[train], [c for c, k in zip(caps, train) if k], p["vision"], seed)
         walls[name] = time.perf_counter() - t0
     folders = {name: out / name for name in PARTS}
     provenance = {
@@ -147,6 +148,21 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
     return provenance
 
 
+FIRST_BATCHES = "first_batches.npz"   # the frames and captions of a SigLIP stand-in's first steps
+N_FIRST = 3
+
+
+def write_first_batches(folder: Path, frames: np.ndarray, captions: list[str], p: dict[str, Any], seed: int,
+                        k: int = N_FIRST) -> Path:
+    """Save the training pairs of the first ``k`` steps (in step order), so that a test can replay those
+    steps without regenerating the auxiliary cohort and compare the losses with the committed log."""
+    batches = standins.siglip_batches(len(captions), p["batch_size"], seed)
+    idx = np.concatenate([next(batches) for _ in range(k)])
+    path = folder / FIRST_BATCHES
+    np.savez_compressed(path, frames=np.asarray(frames[idx]), captions=np.asarray([captions[i] for i in idx]))
+    return path
+
+
 def _fresh(folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -158,10 +174,11 @@ def _write_record(folder: Path, record: dict[str, Any]) -> None:
 
 
 def _record_digest(folder: Path) -> str:
-    """sha256 over a part's files (names and bytes): what notebook 05 names its caches by."""
+    """sha256 over a part's files (names and bytes; not the test's first batches): what notebook 05 names its
+    caches by."""
     h = hashlib.sha256()
     for f in sorted(folder.rglob("*")):
-        if f.is_file():
+        if f.is_file() and f.name != FIRST_BATCHES:
             h.update(f.relative_to(folder).as_posix().encode())
             h.update(f.read_bytes())
     return h.hexdigest()

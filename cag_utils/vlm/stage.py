@@ -88,6 +88,71 @@ def standin_table(parts: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+def caption_frames(cfg: dict[str, Any], corpus_patients: set[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Annotation-cohort frames with run angles and exam lesions, without any corpus patient (probe training)."""
+    from cag_utils.dataset import dataset_dir, load_annotation
+
+    frames, table = load_annotation(cfg)
+    folder = dataset_dir(cfg, "annotation")
+    runs, reports = pd.read_parquet(folder / "runs.parquet"), pd.read_parquet(folder / "reports.parquet")
+    return standins.annotation_frames(frames, table, runs, reports, corpus_patients)
+
+
+def encoder_probes(cfg: dict[str, Any], parts: dict[str, Any], records: pd.DataFrame, corpus_dir: Path
+                   ) -> dict[str, Any]:
+    """Linear probes of both frozen encoders: trained on annotation-cohort frames (no corpus patient), scored
+    on the corpus test key frames; laterality accuracy and severe-lesion AUROC with patient intervals."""
+    from cag_utils.evaluation import key_frames
+    from cag_utils.vlm import probe
+
+    frames, table = caption_frames(cfg, set(records["patient_id"]))
+    table = table.assign(has_contrast=table["key_frame_category"] != "others",
+                         severe=[probe.severe_in_view(standins.lesions_in_view(l, lat))
+                                 for l, lat in zip(table["lesions"], table["laterality"])])
+    test = records[records["split"] == "test"].reset_index(drop=True)
+    test = test.assign(laterality=[t if isinstance(t, str) else p for t, p in zip(test["laterality_true"],
+                                                                                   test["laterality_pred"])],
+                       severe=[probe.severe_in_view(v) for v in test["lesions_in_view"]])
+    test_frames = np.stack(list(key_frames(corpus_dir, records, test["frame_uid"]).values()))
+    out = {}
+    for name in ("siglip", "conceptclip"):
+        out[name] = probe.probe_report(probe.pooled_features(parts["folders"][name], frames), table,
+                                       probe.pooled_features(parts["folders"][name], test_frames), test,
+                                       seed=int(cfg["seed"]))
+    return out
+
+
+def probe_table(probes: dict[str, Any]) -> pd.DataFrame:
+    """One row per encoder: laterality accuracy and severe-lesion AUROC of its linear probe."""
+    def ci(iv: dict[str, Any]) -> str:
+        return f"{iv['estimate']:.3f} [{iv['ci_low']:.3f}, {iv['ci_high']:.3f}]"
+
+    label = {"siglip": "SigLIP stand-in", "conceptclip": "ConceptCLIP stand-in"}
+    return pd.DataFrame([{"Encoder": label[n], "Laterality accuracy": ci(p["laterality_accuracy"]),
+                          "Severe lesion (>= 90 %) AUROC": ci(p["severe_lesion_auroc"]),
+                          "Test frames (severe)": f"{p['n_test']} ({p['severe_lesion_auroc']['n_positive']})",
+                          "Training frames": p["n_train"]} for n, p in probes.items()])
+
+
+def control_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The positive control's recipe: the summary recipe with its own step budget and decoding length."""
+    return {**cfg, "vlm_max_steps": cfg["vlm_control_max_steps"], "vlm_max_new_tokens": cfg["vlm_control_max_new_tokens"],
+            "vlm_epochs": max(int(cfg["vlm_epochs"]), 100)}   # the step budget decides
+
+
+def run_controls(cfg: dict[str, Any], sources: dict[str, Path | None], records: pd.DataFrame, corpus_dir: Path,
+                 adapter_root: Path) -> dict[str, dict[str, Any]]:
+    """The positive control of every image family (``cag_utils.vlm.control``): LoRA on artery-and-view targets."""
+    from cag_utils.dataset import dataset_dir
+    from cag_utils.vlm import control
+
+    runs = pd.read_parquet(dataset_dir(cfg, "independent") / "runs.parquet")
+    examples = control.control_examples(records, corpus_dir, runs, cfg["vlm_control_prompt"])
+    ccfg = control_config(cfg)
+    return {name: finetune_family(ccfg, name, sources[name], examples, adapter_root, tag="control")
+            for name in cfg["vlm_families"] if not build.family(name).text_only}
+
+
 def assemble_families(cfg: dict[str, Any], root: Path, parts: dict[str, Any]) -> dict[str, Path]:
     """Each family assembled from the stand-ins and written with ``save_pretrained`` (cached by hash)."""
     out = {}
@@ -281,27 +346,33 @@ def loss_table(head: dict[str, dict[str, Any]], results: dict[str, dict[str, Any
     return pd.DataFrame(rows)
 
 
-def plot_training_curves(results: dict[str, dict[str, Any]], parts: dict[str, Any] | None = None):
-    """LoRA training and validation loss per model (and, in smoke, the stand-ins' pretraining losses)."""
+def plot_training_curves(results: dict[str, dict[str, Any]], parts: dict[str, Any] | None = None,
+                         controls: dict[str, dict[str, Any]] | None = None):
+    """LoRA training and validation loss per model (summaries, and the positive control when given) and, in
+    smoke, the stand-ins' held-out pretraining losses (the plateau each one was trained to)."""
     import matplotlib.pyplot as plt
 
-    n = 2 if parts else 1
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.4))
+    panels = [("LoRA: summaries", results)] + ([("LoRA: positive control (artery, view)", controls)] if controls else [])
+    n = len(panels) + (1 if parts else 0)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.4))
     axes = np.atleast_1d(axes)
-    for name, res in results.items():
-        h = pd.DataFrame(res["record"]["history"])
-        line, = axes[0].plot(h.dropna(subset=["loss"])["step"], h.dropna(subset=["loss"])["loss"],
-                             label=f"{build.family(name).label} train")
-        if "eval_loss" in h:
-            e = h.dropna(subset=["eval_loss"])
-            axes[0].plot(e["step"], e["eval_loss"], "o--", color=line.get_color(), label=f"{build.family(name).label} val")
-    axes[0].set(xlabel="LoRA step", ylabel="summary cross-entropy", title="LoRA fine-tuning")
-    axes[0].legend(fontsize=7)
+    for ax, (title, res_set) in zip(axes, panels):
+        for name, res in res_set.items():
+            h = pd.DataFrame(res["record"]["history"])
+            t = h.dropna(subset=["loss"])
+            line, = ax.plot(t["step"], t["loss"], label=f"{build.family(name).label} train")
+            if "eval_loss" in h:
+                e = h.dropna(subset=["eval_loss"])
+                ax.plot(e["step"], e["eval_loss"], "o--", color=line.get_color(), label=f"{build.family(name).label} val")
+        ax.set(xlabel="LoRA step", ylabel="target cross-entropy", title=title)
+        ax.legend(fontsize=6)
     if parts:
+        ax = axes[-1]
         for key, label in (("lm", "LM (next token)"), ("siglip", "SigLIP (sigmoid)"), ("conceptclip", "ConceptCLIP (sigmoid)")):
-            axes[1].plot(parts["records"][key]["losses"], label=label)
-        axes[1].set(xlabel="pretraining step", ylabel="loss", title="Smoke stand-ins")
-        axes[1].legend(fontsize=7)
+            v = np.asarray(parts["records"][key]["val"], dtype=float)
+            ax.plot(v[:, 0], v[:, 1], "o-", ms=3, label=f"{label}, {parts['records'][key]['stopped']}")
+        ax.set(xlabel="pretraining step", ylabel="held-out loss", yscale="log", title="Stand-ins (make standins)")
+        ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
 

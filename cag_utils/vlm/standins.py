@@ -263,10 +263,19 @@ def caption_ids(tokenizer, captions: list[str], length: int) -> torch.Tensor:
     return ids
 
 
+def siglip_batches(n: int, batch_size: int, seed: int):
+    """Endless random batches (index arrays, without repeats inside a batch) of ``n`` training pairs."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield rng.choice(n, batch_size, replace=False)
+
+
 def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str], val_frames: np.ndarray,
-                 val_captions: list[str], p: dict[str, Any], seed: int, progress: bool = False) -> dict[str, Any]:
+                 val_captions: list[str], p: dict[str, Any], seed: int, progress: bool = False,
+                 order=None) -> dict[str, Any]:
     """Contrastive (multi-positive sigmoid) training of a small ``SiglipModel``; saved to ``folder`` with its
-    processor (image processor + tokenizer), so ``load_embedder(folder)`` gives it back."""
+    processor (image processor + tokenizer), so ``load_embedder(folder)`` gives it back.
+    ``order``: the batches as index arrays (default ``siglip_batches``; a test replays the first ones)."""
     from transformers import SiglipModel, SiglipProcessor
 
     torch.manual_seed(seed)
@@ -277,7 +286,7 @@ def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str
     names = sorted(set(captions) | set(val_captions))
     groups = torch.tensor([names.index(c) for c in captions])
     val_groups = torch.tensor([names.index(c) for c in val_captions])
-    rng = np.random.default_rng(seed)
+    batches = iter(order) if order is not None else siglip_batches(len(ids), p["batch_size"], seed)
     bs = p["batch_size"]
 
     def loss_of(px: torch.Tensor, tid: torch.Tensor, grp: torch.Tensor) -> torch.Tensor:
@@ -285,7 +294,7 @@ def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str
         return sigmoid_loss(out.logits_per_text, grp)
 
     def train_loss(step: int) -> torch.Tensor:
-        idx = torch.from_numpy(rng.choice(len(ids), bs, replace=False))
+        idx = torch.from_numpy(np.asarray(next(batches)))
         return loss_of(pixels[idx], ids[idx], groups[idx])
 
     def val_loss() -> float:   # fixed batches of held-out patients, in order

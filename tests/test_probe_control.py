@@ -1,0 +1,87 @@
+"""Linear probes (cag_utils.vlm.probe), the positive control (cag_utils.vlm.control) and the paired image effects
+of notebook 06 (cag_utils.evaluation.image_effects)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from cag_utils import evaluation
+from cag_utils.vlm import control, probe
+
+
+def test_auroc_equals_sklearn_with_ties_and_has_an_interval():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    score = np.round(y * 0.3 + rng.random(300), 1)   # many ties
+    patients = rng.integers(0, 30, 300)
+    out = probe.auroc(y, score, patients, seed=0)
+    assert out["estimate"] == pytest.approx(roc_auc_score(y, score))
+    assert out["ci_low"] < out["estimate"] < out["ci_high"] and out["n_patients"] == 30
+    assert out["n_positive"] == int(y.sum())
+    assert np.isnan(probe.auroc(np.ones(5), np.arange(5.0), np.arange(5), seed=0)["estimate"])   # one class only
+
+
+def test_severe_in_view():
+    assert probe.severe_in_view("#6 90%; #7 50%") and probe.severe_in_view("#1 100%")
+    assert not probe.severe_in_view("#6 75%") and not probe.severe_in_view("")
+
+
+def test_probe_report_finds_a_planted_signal():
+    rng = np.random.default_rng(1)
+    n = 400
+    lat = rng.choice(["LCA", "RCA"], n)
+    severe = rng.random(n) < 0.3
+    x = np.c_[(lat == "LCA") * 2.0, severe * 2.0, rng.normal(size=(n, 6))] + rng.normal(size=(n, 8)) * 0.5
+    t = pd.DataFrame({"laterality": lat, "severe": severe, "patient_id": np.arange(n) // 4, "has_contrast": True})
+    rep = probe.probe_report(x[:300], t[:300], x[300:], t[300:].reset_index(drop=True), seed=0)
+    assert rep["laterality_accuracy"]["estimate"] > 0.9 and rep["severe_lesion_auroc"]["estimate"] > 0.9
+    noise = probe.probe_report(rng.normal(size=(300, 8)), t[:300], rng.normal(size=(100, 8)),
+                               t[300:].reset_index(drop=True), seed=0)
+    assert abs(noise["severe_lesion_auroc"]["estimate"] - 0.5) < 0.15   # no signal, no skill
+
+
+def test_control_target_round_trip():
+    assert control.target("LCA", 30, 25) == "left coronary artery, LAO cranial"
+    assert control.target("RCA", -30, 2) == "right coronary artery, RAO straight"
+    assert control.read_target("right coronary artery, RAO caudal") == ("RCA", "RAO caudal")
+    assert control.read_target("Left coronary artery, lao Cranial view") == ("LCA", "LAO cranial")
+    assert control.read_target("a summary without either") == ("", "")
+
+
+def test_control_examples_use_the_run_angles(tmp_path):
+    records = pd.DataFrame({"frame_uid": ["a", "b"], "patient_id": ["P1", "P2"], "run_id": ["r1", "r2"],
+                            "split": ["train", "test"], "file_name": ["images/a.png", "images/b.png"],
+                            "laterality_true": ["LCA", None], "laterality_pred": ["LCA", "RCA"]})
+    runs = pd.DataFrame({"run_id": ["r1", "r2"], "primary_angle": [40.0, -30.0], "secondary_angle": [-20.0, 25.0]})
+    ex = control.control_examples(records, tmp_path, runs, "Artery and view:")
+    assert [e.reference for e in ex["train"]] == ["left coronary artery, LAO caudal"]
+    assert [e.reference for e in ex["test"]] == ["right coronary artery, RAO cranial"]   # CNN's laterality: truth unknown
+    assert ex["test"][0].prompt == "Artery and view:" and ex["test"][0].language == "en"
+
+
+def _items(truth: list[str], preds: dict[tuple[str, str], list[str]]) -> pd.DataFrame:
+    rows = []
+    for (family, variant), pred in preds.items():
+        for k, (t, p) in enumerate(zip(truth, pred)):
+            rows.append({"record_id": f"r{k}", "language": "en", "patient_id": f"P{k // 2}", "family": family,
+                         "variant": variant, "lesions_shown_true": t, "lesions_shown_pred": p})
+    return pd.DataFrame(rows)
+
+
+def test_image_effects_are_paired_differences():
+    truth = ["#6 90%", "#1 75%", "", "#11 99%", "#7 50%", "#2 90%", "#3 75%", "#13 90%"]
+    wrong = ["#5 50%"] * 8
+    items = _items(truth, {("m", "with_lora"): truth, ("m", "with_lora_blank_image"): wrong, ("text", "with_lora"): truth[:4] + wrong[4:]})
+    eff = evaluation.image_effects(items, ["m", "text"], "text", seed=0)
+    assert eff["m.real_minus_blank"]["estimate"] == pytest.approx(1.0)
+    assert eff["m.real_minus_blank"]["ci_low"] == pytest.approx(1.0)
+    f1_text = eff["m.real_minus_text_only"]["f1_other"]
+    assert 0 < f1_text < 1 and eff["m.real_minus_text_only"]["estimate"] == pytest.approx(1 - f1_text)
+    assert "text.real_minus_blank" not in eff
+    table = evaluation.image_effect_table(eff, ["m"], {"m": "M"})
+    assert table.loc[0, "F1 real frame"] == "1.000"
+    with pytest.raises(ValueError, match="same records"):
+        evaluation.image_effects(items[~((items.family == "m") & (items.record_id == "r0") & (items.variant == "with_lora"))],
+                                 ["m"], None, seed=0)

@@ -1,0 +1,82 @@
+"""The committed stand-ins (models/standins/smoke): they are what `make standins` makes, and notebook 05 refuses
+stale ones. Each part is retrained for its first steps from its inputs and must reproduce the committed loss log
+exactly (the LM and tokenizer from the text generator; the SigLIP stand-ins from the frames of their first
+batches, saved beside them, since regenerating the auxiliary cohort takes minutes)."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from cag_utils.config import REPO_ROOT, load_config
+from cag_utils.vlm import build, make_standins, stage, standins, tokenizer
+
+CFG = load_config("smoke", "finetune")
+ROOT = REPO_ROOT / CFG["vlm_standins_dir"]
+STEPS = make_standins.N_FIRST
+
+
+def committed(name: str) -> dict:
+    path = ROOT / name / standins.DONE
+    assert path.is_file(), f"{path.relative_to(REPO_ROOT)} is missing: run `make standins` and commit models/standins"
+    return json.loads(path.read_text())
+
+
+def test_committed_standins_are_complete_clean_and_small():
+    prov = json.loads((ROOT / "provenance.json").read_text())
+    assert prov["settings"] == json.loads(json.dumps(make_standins.params(CFG)))
+    assert prov["git_sha"] != "unknown" and not prov["git_sha"].endswith("-dirty")
+    assert subprocess.run(["git", "cat-file", "-e", prov["git_sha"] + "^{commit}"], cwd=REPO_ROOT).returncode == 0
+    size = sum(f.stat().st_size for f in ROOT.parent.rglob("*") if f.is_file())
+    assert size < 60 * 2**20, f"committed stand-ins are {size / 2**20:.1f} MB (limit 60 MB)"
+    for name in ("lm", "siglip", "conceptclip"):
+        rec = committed(name)
+        assert rec["stopped"] in ("plateau", "max_steps") and rec["steps"] == len(rec["losses"])
+        assert (ROOT / name / "model.safetensors").is_file()
+        val = np.asarray(rec["val"])[:, 1]
+        assert val[-1] < val[0] / 2, f"{name}: held-out loss fell from {val[0]} to {val[-1]} only"
+
+
+def test_lm_and_tokenizer_first_steps_match_the_committed_log(tmp_path):
+    p = make_standins.params(CFG)
+    train, val = make_standins.texts(p)
+    tok = tokenizer.train_tokenizer(train, p["text"]["vocab_size"])
+    tok.save_pretrained(tmp_path / "tok")
+    mine, theirs = (json.loads((d / "tokenizer.json").read_text()) for d in (tmp_path / "tok", ROOT / "tokenizer"))
+    assert mine["model"]["vocab"] == theirs["model"]["vocab"] and mine["model"]["merges"] == theirs["model"]["merges"]
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    pali = tokenizer.family_tokenizer(tok, "paligemma")
+    build.make_processor("paligemma", pali, standins.image_processor(p["vision"]), 1)
+    rec = standins.pretrain_lm(tmp_path / "lm", tok, len(pali), train, val, {**p["lm"], "stop_after": STEPS}, p["seed"])
+    assert rec["losses"] == committed("lm")["losses"][:STEPS]
+
+
+@pytest.mark.parametrize("name", ["siglip", "conceptclip"])
+def test_siglip_first_steps_match_the_committed_log(name, tmp_path):
+    p = make_standins.params(CFG)
+    first = np.load(ROOT / name / make_standins.FIRST_BATCHES)
+    frames, caps = first["frames"], [str(c) for c in first["captions"]]
+    bs = p["vision"]["batch_size"]
+    assert len(caps) == STEPS * bs
+    tok = AutoTokenizer.from_pretrained(ROOT / "tokenizer")
+    order = [np.arange(k * bs, (k + 1) * bs) for k in range(STEPS)]
+    rec = standins.train_siglip(tmp_path / name, tok, frames, caps, frames[:bs], caps[:bs],
+                                {**p["vision"], "stop_after": STEPS}, p["seed"], order=order)
+    assert rec["losses"] == committed(name)["losses"][:STEPS]
+    caption = {"siglip": "view", "conceptclip": "stenosis"}[name]
+    assert any(caption in c for c in caps)   # each stand-in's own caption kind
+
+
+def test_notebook_05_refuses_stale_standins_and_shared_patients():
+    with pytest.raises(stage.StandinsOutOfDate, match="vlm_standin_lm_lr|lm.lr"):
+        stage.load_standins({**CFG, "vlm_standin_lm_lr": 0.123}, set())
+    with pytest.raises(stage.StandinsOutOfDate, match="make standins"):
+        stage.load_standins({**CFG, "vlm_standins_dir": "models/standins/none"}, set())
+    patients = json.loads((ROOT / "provenance.json").read_text())["aux_cohort"]["patients"]
+    with pytest.raises(ValueError, match="auxiliary cohort"):
+        stage.load_standins(CFG, {patients[0]})
+    parts = stage.load_standins(CFG, {"PT-not-there"})
+    assert set(parts["folders"]) == set(make_standins.PARTS)
