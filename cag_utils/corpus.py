@@ -22,6 +22,7 @@ On disk (``write_corpus``; loads with ``datasets.load_dataset("imagefolder", dat
     corpus/README.md                      datasheet (generated from the counts)
     corpus/{train,val,test}/metadata.jsonl  one JSON object per record (``file_name`` = images/<frame_uid>.png)
     corpus/{train,val,test}/images/*.png
+    corpus/SHA256SUMS                     sha256 of every file above; ``load_corpus`` checks them
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cag_utils.cachecheck import CacheError, check_folder, fix_command, write_sums
 from cag_utils.splits import SPLITS, patient_split
 from cag_utils.synth.reports import DOMINANCES, PLANS, SEGMENTS, VESSEL_OF
 
@@ -172,12 +174,18 @@ def write_corpus(out_dir: str | Path, records: pd.DataFrame, frames: Any, datash
                 fh.write(json.dumps({k: r[k] for k in RECORD_FIELDS}, ensure_ascii=False) + "\n")
     if datasheet_text is not None:
         (out_dir / "README.md").write_text(datasheet_text, encoding="utf-8")
+    write_sums(out_dir, [p.relative_to(out_dir).as_posix() for p in sorted(out_dir.rglob("*")) if p.is_file()])
     return out_dir
 
 
 def load_corpus(out_dir: str | Path):
-    """The corpus as a ``datasets.DatasetDict`` (splits train, validation, test)."""
+    """The corpus as a ``datasets.DatasetDict`` (splits train, validation, test), after checking every
+    file against the SHA256SUMS ``write_corpus`` recorded (CacheError naming the folder and the fix)."""
     import datasets
+
+    if problems := check_folder(out_dir):
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise CacheError(out_dir, "; ".join(problems[:3]) + more, fix_command(out_dir, "04"))
 
     datasets.disable_progress_bars()
     return datasets.load_dataset("imagefolder", data_dir=str(out_dir))

@@ -25,7 +25,8 @@ named by exam pseudonym and file number.
 
 Output (`save_dataset`): frames.npy (N, H, W) uint8 of the sampled frames, frames.parquet
 (one row per frame), runs.parquet (per run: curves, sampled indices), reports.parquet,
-rejects.csv.
+rejects.csv, and SHA256SUMS, their content hashes: `load_dataset` checks them and stops with
+`cag_utils.cachecheck.CacheError` (folder and rebuilding command) when a file was damaged.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ import pandas as pd
 import pydicom
 from tqdm.auto import tqdm
 
+from cag_utils.cachecheck import SUMS_NAME, CacheError, check_folder, fix_command, write_sums
 from cag_utils.deid import Pseudonymizer, deidentify
 from cag_utils.dicom import DicomReadError, read_xa
 from cag_utils.labels import LATERALITIES, KEY_FRAME_CATEGORIES, class_index
@@ -355,19 +357,37 @@ def read_reports(path: Path | None, exam_ids: dict[str, str]) -> pd.DataFrame:
 
 
 def save_dataset(out_dir: str | Path, frames: np.ndarray, tables: dict[str, pd.DataFrame]) -> Path:
+    """Write frames.npy, the tables and their sha256 (SHA256SUMS, checked by `load_dataset`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SUMS_NAME).unlink(missing_ok=True)  # a cohort half rewritten never passes for whole
     np.save(out_dir / "frames.npy", frames)
+    names = ["frames.npy"]
     for name, df in tables.items():
         if name == "rejects":
             df.to_csv(out_dir / "rejects.csv", index=False)
+            names.append("rejects.csv")
         else:
             df.to_parquet(out_dir / f"{name}.parquet", index=False)
+            names.append(f"{name}.parquet")
+    write_sums(out_dir, names)
     return out_dir
 
 
-def load_dataset(out_dir: str | Path, mmap: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
-    """Sampled frames (memory-mapped) and their table, as written by save_dataset."""
+def load_dataset(out_dir: str | Path, mmap: bool = True, fix: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+    """Sampled frames (memory-mapped) and their table, as written by save_dataset.
+
+    The files are checked against their SHA256SUMS first; a damaged or unreadable cohort raises
+    `cag_utils.cachecheck.CacheError` naming the folder and `fix` (default: rerun notebook 01)."""
     out_dir = Path(out_dir)
-    frames = np.load(out_dir / "frames.npy", mmap_mode="r" if mmap else None)
-    return frames, pd.read_parquet(out_dir / "frames.parquet")
+    fix = fix or fix_command(out_dir, "01")
+    problems = check_folder(out_dir)
+    if problems:
+        raise CacheError(out_dir, "; ".join(problems), fix)
+    try:
+        frames = np.load(out_dir / "frames.npy", mmap_mode="r" if mmap else None)
+        return frames, pd.read_parquet(out_dir / "frames.parquet")
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated or altered before hashes were recorded
+        raise CacheError(out_dir, f"unreadable ({type(exc).__name__})", fix) from None

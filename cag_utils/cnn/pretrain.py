@@ -16,7 +16,8 @@ laterality depends on; the six labels are never used.
   overlay, which sums the RGB stem back to gray and starts a fresh 6-way head).
 - **Cache.** ``data/work/<profile>/pretrain-<hash>/``: ``cohort/`` (sampled frames and table, hash
   of the generator settings) and ``<model>-<hash>/backbone.safetensors`` (hash of cohort and
-  training settings), so a fresh clone computes it once.
+  training settings), so a fresh clone computes it once. Both are checked against the sha256
+  recorded when they were written (cag_utils.cachecheck); a damaged one is built again (logged).
 
 Profile keys (``cnn`` section): ``cnn_pretrain`` (``none`` | ``synthetic_angles``),
 ``cnn_pretrain_exams``, ``cnn_pretrain_epochs``, ``cnn_pretrain_lr``. A non-empty
@@ -43,6 +44,8 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from cag_utils.cachecheck import CacheError, check_file, check_folder, fix_command
+from cag_utils.cachecheck import log as cache_log
 from cag_utils.cnn.data import FrameDataset, build_transform, default_mean_std
 from cag_utils.cnn.model import build_model
 from cag_utils.cnn.train import NOT_RECIPE_KEYS, _epoch_seed, _make_accelerator, _save_weights, _write_json, resolve_config
@@ -112,7 +115,11 @@ def build_aux_cohort(aux_cfg: dict[str, Any], out_dir: Path, progress: bool = Tr
 
     out_dir = Path(out_dir)
     if (out_dir / "frames.npy").is_file() and (out_dir / "frames.parquet").is_file():
-        return ingest.load_dataset(out_dir)
+        try:
+            return ingest.load_dataset(out_dir)
+        except CacheError as err:
+            cache_log.warning("pretraining cohort %s is damaged (%s): building it again", out_dir.parent.name,
+                              err.problem)
     raw = out_dir.parent / "raw"
     generate_cohort(raw, aux_cfg, workers=aux_cfg["num_workers"], progress=progress)
     labels = ingest.read_labels(raw / "labels.csv")
@@ -275,11 +282,28 @@ def pretrained_weights(cfg: dict[str, Any], train_cfg: dict[str, Any], image_siz
     out_dir = root / f"{pcfg['model_name']}-{_hash({'task': task, 'train': keep})}"
     meta = out_dir / "pretrain.json"
     cached = (out_dir / BACKBONE_FILE).is_file() and meta.is_file()
+    if cached and (problem := backbone_problem(out_dir)):
+        cache_log.warning("pretrained backbone %s/%s is damaged (%s): pretraining it again", root.name, out_dir.name,
+                          problem)
+        cached = False
     history = json.loads(meta.read_text())["history"] if cached else pretrain_backbone(frames, table, task, pcfg, out_dir)
     split = table["split"].astype(str)
     return PretrainResult(out_dir / BACKBONE_FILE, task, cached, history, int((split == "train").sum()),
                           int((split == "val").sum()), int(table["patient_id"].nunique()),
                           f"{root.name}/{out_dir.name}/{BACKBONE_FILE}")
+
+
+def backbone_problem(out_dir: Path) -> str | None:
+    """Why the cached backbone of `out_dir` cannot be used (sha256 differs, unreadable), or None."""
+    for path in (out_dir / BACKBONE_FILE, out_dir / "pretrain.json"):
+        if problem := check_file(path):
+            return problem
+    try:
+        load_file(str(out_dir / BACKBONE_FILE))
+        json.loads((out_dir / "pretrain.json").read_text())["history"]
+    except Exception as exc:
+        return f"unreadable ({type(exc).__name__})"
+    return None
 
 
 def _main_patients(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +313,8 @@ def _main_patients(cfg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for cohort in COHORTS:
         path = dataset_dir(cfg, cohort) / "frames.parquet"
+        if path.is_file() and (problems := check_folder(path.parent)):
+            raise CacheError(path.parent, "; ".join(problems), fix_command(path.parent, "01"))
         if path.is_file():
             t = pd.read_parquet(path, columns=["patient_id"] + (["split"] if cohort == "annotation" else []))
             groups = t.groupby("split")["patient_id"] if cohort == "annotation" else [(cohort, t["patient_id"])]

@@ -16,6 +16,10 @@ Files in ``out_dir``:
   best.safetensors + config.json   weights with the best validation macro-F1, and the recipe
   last.safetensors + last_state.pt weights, optimizer state, history after the last epoch
   rejected_frames.json             frames ``check_frames`` refused
+  <file>.sha256                    content hash of each of the files above (cag_utils.cachecheck):
+                                   a resumed run whose files fail it (or cannot be read) trains again
+                                   from the first epoch, saying so; ``load_trained`` raises CacheError
+                                   naming the folder and the command that rebuilds it
 
 Determinism: every epoch reseeds torch and the shuffling generator from (seed, epoch), so
 an epoch depends only on the weights/optimizer state it starts from. Two runs with one seed
@@ -46,6 +50,8 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cag_utils.cachecheck import CacheError, check_file, fix_command, seal
+from cag_utils.cachecheck import log as cache_log
 from cag_utils.cnn.data import FrameDataset, build_transform, check_frames, default_mean_std
 from cag_utils.cnn.evaluate import classification_metrics
 from cag_utils.cnn.model import build_model
@@ -140,12 +146,40 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
+    seal(path)  # <file>.sha256, checked on reading (cag_utils.cachecheck)
 
 
 def _save_weights(state_dict: dict[str, torch.Tensor], path: Path, epoch: int) -> None:
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, str(tmp), {"epoch": str(epoch)})
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written checkpoint
+    seal(path)
+
+
+CHECKPOINT_FILES = ("last_state.pt", "last.safetensors", "best.safetensors", "config.json")
+
+
+def _resume_state(out_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """(training state, last weights) of a checkpoint folder; None after clearing it when any of its
+    files fails its sha256 or cannot be read (logged: the run then trains again from the first epoch)."""
+    files = [out_dir / name for name in CHECKPOINT_FILES]
+    problem = next((p for f in files if f.exists() and (p := check_file(f))), None)
+    if problem is None:
+        try:
+            state = torch.load(out_dir / "last_state.pt", map_location="cpu", weights_only=True)
+            weights = load_file(str(out_dir / "last.safetensors"))
+            if (out_dir / "best.safetensors").exists():
+                load_file(str(out_dir / "best.safetensors"))
+            if (out_dir / "config.json").exists():
+                json.loads((out_dir / "config.json").read_text())
+            return state, weights
+        except Exception as exc:
+            problem = f"a file is unreadable ({type(exc).__name__})"
+    cache_log.warning("checkpoint %s is damaged (%s): training it again from the first epoch", out_dir.name, problem)
+    for f in files:
+        f.unlink(missing_ok=True)
+        f.with_name(f.name + ".sha256").unlink(missing_ok=True)
+    return None
 
 
 @torch.no_grad()
@@ -218,13 +252,14 @@ def train_classifier(
     best_f1, best_epoch, start_epoch = -math.inf, None, 0
     state_path, last_path = out_dir / "last_state.pt", out_dir / "last.safetensors"
     best_path, config_path = out_dir / "best.safetensors", out_dir / "config.json"
-    if resume and state_path.exists() and last_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    resumed = _resume_state(out_dir) if resume and state_path.exists() and last_path.exists() else None
+    if resumed is not None:
+        state, last_weights = resumed
         old = state["config"]
         clash = {k: (old.get(k), cfg[k]) for k in _ARCH_KEYS if old.get(k) != cfg[k]}
         if clash:
             raise ValueError(f"cannot resume {out_dir}: config differs in {clash}; use another out_dir")
-        model.load_state_dict(load_file(str(last_path)))
+        model.load_state_dict(last_weights)
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch = list(state["history"]), int(state["epochs_completed"])
         best_epoch = state["best_epoch"]
@@ -303,6 +338,7 @@ def train_classifier(
                 "epochs_completed": epoch + 1, "best_epoch": best_epoch,
             }, tmp)
             os.replace(tmp, state_path)
+            seal(state_path)
         accelerator.wait_for_everyone()
 
         elapsed = time.perf_counter() - t_start
@@ -328,10 +364,21 @@ def train_classifier(
 def load_trained(out_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, dict[str, Any]]:
     """(model in eval mode, config.json contents) from a ``train_classifier`` output folder."""
     out_dir = Path(out_dir)
-    info = json.loads((out_dir / "config.json").read_text())
+    fix = fix_command(out_dir, "02")  # notebook 02 trains a damaged checkpoint again
+    paths = (out_dir / "config.json", out_dir / f"{which}.safetensors")
+    for path in paths:
+        if path.exists() and (problem := check_file(path)):
+            raise CacheError(out_dir, problem, fix)
+    try:
+        info = json.loads(paths[0].read_text())
+        weights = load_file(str(paths[1]))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # e.g. SafetensorError: incomplete metadata (a file cut short)
+        raise CacheError(out_dir, f"unreadable ({type(exc).__name__})", fix) from None
     cfg = info["config"]
     model = build_model(cfg["model_name"], len(info["classes"]), cfg["in_chans"], None, 0.0, **cfg["model_kwargs"])
-    model.load_state_dict(load_file(str(out_dir / f"{which}.safetensors")))
+    model.load_state_dict(weights)
     return model.eval(), info
 
 
