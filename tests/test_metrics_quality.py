@@ -132,13 +132,20 @@ def test_generator_summaries_are_well_formed():
             assert has_plan(text), text
 
 
-def test_lora_outputs_repeat(predictions):
-    broken = predictions[predictions["variant"] == "with_lora"]
-    assert set(broken["family"]) == set(FAMILIES)
-    for family, g in broken.groupby("family"):
-        lesion, ngram = g["output"].map(duplicate_lesion_segment), g["output"].map(repeated_ngram)
-        assert (lesion | ngram).mean() >= 0.7, family
-        assert ngram.mean() >= 0.6, family
+# Outputs of an earlier, undertrained smoke run (LM pretrained for 150 steps): the loops the checks must catch.
+LOOPS = [
+    "The coronary system is right-dominant.\nAngiographic findings: #1 90% stenosis and #11 90% stenosis and "
+    "#11 90% stenosis, #112 90% stenosis, #12 90% stenosis and",
+    "The coronary system is right-dominant.\nCoronary angiography showed #1 90% stenosis and #11 90% stenosis and "
+    "#11 90% stenosis and #112 90% stenosis and #112 90% ",
+    "500000000%狭窄、#111111111100%狭窄、#111111111111111111111111111111 2を責任病変と判断し、PCIの方針とした。",
+]
+
+
+def test_loops_of_an_undertrained_model_are_caught():
+    for text in LOOPS[:2]:
+        assert duplicate_lesion_segment(text) and repeated_ngram(text), text
+    assert script_language(LOOPS[0]) == "en" and script_language(LOOPS[2]) == "ja"
 
 
 def _small_frame() -> pd.DataFrame:
@@ -200,9 +207,10 @@ def test_output_quality_on_the_committed_predictions(predictions, monkeypatch):
     assert len(calls) == predictions["output"].nunique()  # each distinct text checked once
     assert elapsed < 30, f"{elapsed:.1f} s for {len(predictions)} outputs"
     assert len(got) == predictions.groupby(["family", "variant"]).ngroups * 3
+    n_test = predictions[predictions["variant"] == "with_lora"].groupby("family").size()
     for family in FAMILIES:
         lora = got.loc[(family, "with_lora", "all")]
-        assert lora["repeated_any_estimate"] >= 0.7 and lora["n"] == 206
+        assert lora["n"] == n_test[family]
         assert lora["repeated_any_ci_low"] <= lora["repeated_any_estimate"] <= lora["repeated_any_ci_high"]
     # The references as outputs: in their language, no repetition, a plan, everywhere.
     as_refs = output_quality(predictions.assign(output=predictions["reference"]), seed=0)

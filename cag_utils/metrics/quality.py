@@ -20,8 +20,8 @@ Per text (``True`` is good for the language and the plan, bad for the repetition
   correct Japanese summary listing two subtotal occlusions, ``#6 99%（亜完全閉塞）、#7 99%（亜完全閉塞）``,
   repeats ``99 亜 完全 閉塞`` (33 of 6,000 summaries of the report generator); as one word, the
   4-grams of different lesions differ. On all references of ``results/05_finetune_predictions.jsonl.gz``
-  and on 6,000 generator summaries neither repetition occurs; on the outputs of the LoRA models
-  (variant ``with_lora``) one of them occurs in 78-100 %.
+  and on 6,000 generator summaries neither repetition occurs, while the looping outputs of an
+  undertrained smoke run (``tests/test_metrics_quality.py``, ``LOOPS``) are caught.
 - ``has_plan``: ``parse_summary(text).plan != ""``.
 
 ``output_quality`` gives the share of outputs with each property per (family, variant, language),
