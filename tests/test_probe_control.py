@@ -21,6 +21,10 @@ def test_auroc_equals_sklearn_with_ties_and_has_an_interval():
     assert out["ci_low"] < out["estimate"] < out["ci_high"] and out["n_patients"] == 30
     assert out["n_positive"] == int(y.sum())
     assert np.isnan(probe.auroc(np.ones(5), np.arange(5.0), np.arange(5), seed=0)["estimate"])   # one class only
+    rare = np.zeros(60, dtype=int)
+    rare[[3, 17]] = 1   # two positive patients: many resamples hold none
+    sparse = probe.auroc(rare, rng.random(60) + rare, np.arange(60) // 3, seed=0)
+    assert sparse["interval"].startswith("percentile") and 0 <= sparse["ci_low"] <= sparse["ci_high"] <= 1
 
 
 def test_severe_in_view():

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from cag_utils.corpus import parse_lesions
-from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
+from cag_utils.intervals import N_RESAMPLES, patient_bootstrap, ratio_by_patient, ratio_of_sums
 from cag_utils.vlm.standins import pixel_tensor
 
 SEVERE = 90   # percent: "a lesion of 90 % or more in the shown artery"
@@ -75,8 +75,20 @@ def auroc_from_counts(s: np.ndarray) -> np.ndarray:
 
 
 def auroc(y: np.ndarray, score: np.ndarray, patients: Any, *, seed: int) -> dict[str, Any]:
-    """AUROC with a 95 % patient-bootstrap interval, plus the class counts."""
-    out = patient_bootstrap(auroc_by_patient(y, score, patients), auroc_from_counts, seed=seed)
+    """AUROC with a 95 % patient-bootstrap interval, plus the class counts.
+
+    With few positive patients some resamples hold no positive frame and have no AUROC; BCa is then
+    undefined, and the interval is the percentile interval of the resamples that hold both classes
+    (``interval``: "bca" or "percentile, resamples with both classes")."""
+    per = auroc_by_patient(y, score, patients)
+    out = patient_bootstrap(per, auroc_from_counts, seed=seed)
+    out["interval"] = "bca"
+    if len(per) > 1 and np.isfinite(out["estimate"]) and not (np.isfinite(out["ci_low"]) and np.isfinite(out["ci_high"])):
+        idx = np.random.default_rng(seed).integers(0, len(per), (N_RESAMPLES, len(per)))
+        values = auroc_from_counts(per[idx].sum(1))
+        values = values[np.isfinite(values)]
+        out.update(ci_low=float(np.percentile(values, 2.5)), ci_high=float(np.percentile(values, 97.5)),
+                   interval="percentile, resamples with both classes")
     out.update(n_positive=int(np.sum(y)), n_negative=int(len(y) - np.sum(y)))
     return out
 

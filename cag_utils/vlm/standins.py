@@ -96,7 +96,7 @@ def train_loop(model: torch.nn.Module, train_loss: Callable[[int], torch.Tensor]
         opt.step(), sched.step(), opt.zero_grad()
         losses.append(round(float(loss.detach()), 5))
         bar.update()
-        if step % p["eval_every"] == 0 or step == p["max_steps"]:
+        if step % p["eval_every"] == 0 or step == last:
             model.eval()
             with torch.no_grad():
                 v = float(val_loss())
