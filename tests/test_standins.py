@@ -43,7 +43,7 @@ def test_committed_standins_are_complete_clean_and_small():
 def test_lm_and_tokenizer_first_steps_match_the_committed_log(tmp_path):
     p = make_standins.params(CFG)
     train, val = make_standins.texts(p)
-    tok = tokenizer.train_tokenizer(train, p["text"]["vocab_size"])
+    tok = tokenizer.train_tokenizer(tokenizer.plain(train), p["text"]["vocab_size"])
     tok.save_pretrained(tmp_path / "tok")
     mine, theirs = (json.loads((d / "tokenizer.json").read_text()) for d in (tmp_path / "tok", ROOT / "tokenizer"))
     assert mine["model"]["vocab"] == theirs["model"]["vocab"] and mine["model"]["merges"] == theirs["model"]["merges"]
@@ -80,3 +80,24 @@ def test_notebook_05_refuses_stale_standins_and_shared_patients():
         stage.load_standins(CFG, {patients[0]})
     parts = stage.load_standins(CFG, {"PT-not-there"})
     assert set(parts["folders"]) == set(make_standins.PARTS)
+
+
+def test_the_pretrained_lm_answers_a_report_in_its_language_before_any_lora():
+    """Greedy continuation of prompts of reports it never saw (another seed): a summary in the prompt's
+    language, with a plan, as the prompt-shaped pretraining texts teach."""
+    import torch
+    from transformers import Gemma3ForCausalLM
+
+    from cag_utils.metrics.quality import has_plan, script_language
+
+    tok = AutoTokenizer.from_pretrained(ROOT / "lm")
+    model = Gemma3ForCausalLM.from_pretrained(ROOT / "lm").eval()
+    for report in tokenizer.draw_reports(2, 987654):
+        for lang in ("ja", "en"):
+            prompt = CFG[f"vlm_prompt_{lang}"].format(pre_procedure_report=report[f"pre_procedure_report_{lang}"],
+                                                      laterality_pred="") + "\n"
+            ids = torch.tensor([[tok.bos_token_id, *tok(prompt, add_special_tokens=False)["input_ids"]]])
+            out = model.generate(ids, max_new_tokens=CFG["vlm_max_new_tokens"], do_sample=False,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+            text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            assert script_language(text) == lang and has_plan(text), (lang, text)

@@ -68,6 +68,15 @@ def test_tokenizer_round_trip_and_family_ids(tok):
     assert not hasattr(pg, "image_token")   # else PaliGemma's processor would take Gemma3's image token
 
 
+def test_prompt_answer_pairs_are_tokenized_part_by_part(tok):
+    pair = ("Diagnosis and treatment plan:\n", "Right-dominant circulation.")
+    ids = standins.encode_texts(tok, [pair, "".join(pair)], 500)
+    parts = [i for p in pair for i in tok(p, add_special_tokens=False)["input_ids"]]
+    assert ids[0] == [tok.bos_token_id, *parts, tok.eos_token_id]
+    texts = tokenizer.corpus_texts(tokenizer.draw_reports(1, 3), TEMPLATES)
+    assert sum(isinstance(t, tuple) for t in texts) == 2 and all(isinstance(t, str) for t in tokenizer.plain(texts))
+
+
 def test_text_corpus_uses_own_seeds():
     assert tokenizer.draw_reports(3, 5) == tokenizer.draw_reports(3, 5)
     assert tokenizer.draw_reports(3, 5) != tokenizer.draw_reports(3, 6)

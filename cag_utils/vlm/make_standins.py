@@ -106,7 +106,7 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
     t0 = time.perf_counter()
     train_texts, val_texts = texts(p)
     tok_dir = _fresh(out / "tokenizer")
-    tok = tokenizer.train_tokenizer(train_texts, p["text"]["vocab_size"])
+    tok = tokenizer.train_tokenizer(tokenizer.plain(train_texts), p["text"]["vocab_size"])
     tok.save_pretrained(tok_dir)
     _write_record(tok_dir, {"kind": "tokenizer", "n_texts": len(train_texts), "vocab_size": len(tok)})
     tok = AutoTokenizer.from_pretrained(tok_dir)

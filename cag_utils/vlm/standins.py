@@ -124,10 +124,14 @@ def lm_config(vocab_size: int, p: dict[str, Any]):
         pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True)
 
 
-def encode_texts(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """``<bos> text <eos>`` ids; longer texts are left out, never truncated."""
-    enc = [[tokenizer.bos_token_id, *tokenizer(t, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
-           for t in texts]
+def encode_texts(tokenizer, texts: list, max_length: int) -> list[list[int]]:
+    """``<bos> text <eos>`` ids; a tuple of parts is tokenized part by part and concatenated (a prompt and its
+    answer, as the VLM encoders tokenize them). Longer texts are left out, never truncated."""
+    def ids(t) -> list[int]:
+        parts = t if isinstance(t, tuple) else (t,)
+        return [i for part in parts for i in tokenizer(part, add_special_tokens=False)["input_ids"]]
+
+    enc = [[tokenizer.bos_token_id, *ids(t), tokenizer.eos_token_id] for t in texts]
     return [e for e in enc if len(e) <= max_length]
 
 

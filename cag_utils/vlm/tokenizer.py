@@ -37,18 +37,26 @@ def draw_reports(n: int, seed: int) -> list[dict[str, str]]:
     return out
 
 
-def corpus_texts(reports: list[dict[str, str]], templates: dict[str, str] | None = None) -> list[str]:
-    """Each report and summary in both languages, and report + summary joined: as plain text and, with
-    ``templates`` (language -> prompt template with ``{pre_procedure_report}``), in the prompt's shape
-    followed by the summary, as an instruction-tuned model has seen such requests answered."""
-    texts = []
+def corpus_texts(reports: list[dict[str, str]], templates: dict[str, str] | None = None) -> list[str | tuple[str, str]]:
+    """Each report and summary in both languages, and report + summary joined. With ``templates``
+    (language -> prompt template with ``{pre_procedure_report}``) also the request in the prompt's shape and
+    its answer, as a pair ``(prompt + "\\n", summary)`` that ``standins.encode_texts`` tokenizes part by part,
+    exactly as the VLM encoders do (``vlm.data.encode``): as an instruction-tuned model has seen such
+    requests answered. (Tokenized as one string, BPE merges across the boundary, e.g. ``plan:\\nRight``,
+    and the model never learns to start an answer that the encoders tokenize on its own.)"""
+    texts: list[str | tuple[str, str]] = []
     for r in reports:
         for lang in ("ja", "en"):
             pre, summary = r[f"pre_procedure_report_{lang}"], r[f"treatment_summary_{lang}"]
             texts += [pre, summary, f"{pre}\n\n{summary}"]
             if templates:
-                texts.append(templates[lang].format(pre_procedure_report=pre, laterality_pred="") + f"\n{summary}")
+                texts.append((templates[lang].format(pre_procedure_report=pre, laterality_pred="") + "\n", summary))
     return texts
+
+
+def plain(texts: list[str | tuple[str, ...]]) -> list[str]:
+    """The texts as strings (pairs joined), e.g. to train the tokenizer on."""
+    return ["".join(t) if isinstance(t, tuple) else t for t in texts]
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
