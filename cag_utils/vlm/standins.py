@@ -301,10 +301,12 @@ def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str
         idx = torch.from_numpy(np.asarray(next(batches)))
         return loss_of(pixels[idx], ids[idx], groups[idx])
 
-    def val_loss() -> float:   # fixed batches of held-out patients, in order
+    val_order = torch.from_numpy(np.random.default_rng(seed + 1).permutation(len(val_ids)))   # mixed like training
+
+    def val_loss() -> float:   # the same batches of held-out patients at every evaluation
         n = len(val_ids) // bs * bs
-        return float(np.mean([float(loss_of(val_pixels[i:i + bs], val_ids[i:i + bs], val_groups[i:i + bs]))
-                              for i in range(0, n, bs)]))
+        return float(np.mean([float(loss_of(val_pixels[j], val_ids[j], val_groups[j]))
+                              for j in (val_order[i:i + bs] for i in range(0, n, bs))]))
 
     record = train_loop(model, train_loss, val_loss, p, seed, folder.name if progress else None)
     model.save_pretrained(folder)
