@@ -1,6 +1,6 @@
 """Throughput of the stage-3 models on this machine: LoRA training and greedy generation tokens/s.
 
-Uses the smoke stand-in VLMs that notebook 05 assembled (``data/work/smoke/vlm/<family>-<hash>``,
+Uses the smoke VLMs that notebook 05 assembles from the committed stand-ins (``stage.assemble_families``,
 read with ``from_pretrained`` like the notebook) and a few corpus records; trains a fresh LoRA adapter
 for ``--steps`` optimizer steps through the same Trainer code, then generates for ``--generate``
 test examples. Tokens/s counts every input token of a training step (image, prompt, summary) and the
@@ -27,14 +27,6 @@ from cag_utils.seed import seed_everything  # noqa: E402
 from cag_utils.vlm import build, data, generate, lora, stage  # noqa: E402
 
 
-def newest(folder: Path, name: str) -> Path:
-    found = sorted((p for p in folder.glob(f"{name}-*") if (p / "standin.json").is_file()), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit(f"no assembled {name} stand-in under {folder}; run notebook 05 first "
-                         "(python -m cag_utils.pipeline --only 05)")
-    return found[-1]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("results/bench_vlm.json"))
@@ -51,11 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     test = [e for e in examples if e.split == "test"][: args.generate]
     out = {"machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
            "steps": args.steps, "batch_size": cfg["vlm_batch_size"], "models": {}}
+    # the assembled models of notebook 05 (cached under data/work; assembled here from the committed stand-ins if not)
+    sources = stage.assemble_families(cfg, root, stage.load_standins(cfg, set()))
     for name in cfg["vlm_families"]:
-        arch = build.family(name).architecture
-        model, processor = build.load_vlm(str(newest(root, name)))
-        enc = data.encode_examples(arch, processor, train, cfg["vlm_max_length"])[0]
-        prompts = data.encode_examples(arch, processor, test, cfg["vlm_max_length"], with_target=False)[0]
+        fam = build.family(name)
+        model, processor = build.load_vlm(str(sources[name]))
+        enc = data.encode_examples(fam.architecture, processor, train, cfg["vlm_max_length"], text_only=fam.text_only)[0]
+        prompts = data.encode_examples(fam.architecture, processor, test, cfg["vlm_max_length"], with_target=False,
+                                       text_only=fam.text_only)[0]
         peft_model = lora.lora_model(model, cfg["vlm_lora_r"], cfg["vlm_lora_alpha"], cfg["vlm_lora_dropout"],
                                      cfg["vlm_lora_targets"])
         p = {**stage.train_params(cfg), "max_steps": args.steps, "epochs": 1, "eval_points": 0}
