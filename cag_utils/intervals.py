@@ -110,3 +110,8 @@ def patient_bootstrap(
             out.update(ci_low=low, ci_high=high)
             break
     return out
+
+
+def format_interval(iv: dict[str, Any], digits: int = 3) -> str:
+    """``0.803 [0.712, 0.874]``: an interval of ``patient_bootstrap`` as the tables print it."""
+    return f"{iv['estimate']:.{digits}f} [{iv['ci_low']:.{digits}f}, {iv['ci_high']:.{digits}f}]"

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from cag_utils.intervals import format_interval
 from cag_utils.vlm.data import Example
 from cag_utils.vlm.standins import ARTERY, view_name
 
@@ -73,15 +74,14 @@ def control_scores(res: dict[str, Any], head: dict[str, Any], *, seed: int) -> d
 
 def control_table(scores: dict[str, dict[str, Any]], labels: dict[str, str]) -> pd.DataFrame:
     """One row per model: artery and view accuracy, real and blanked frame, chance, image reliance."""
-    def ci(iv: dict[str, Any]) -> str:
-        return f"{iv['estimate']:.3f} [{iv['ci_low']:.3f}, {iv['ci_high']:.3f}]"
-
     rows = []
     for name, s in scores.items():
-        rows.append({"Model": labels[name], "Artery, real frame": ci(s["artery_accuracy_real"]),
-                     "Artery, blanked": ci(s["artery_accuracy_blank"]), "Artery, chance": f"{s['artery_chance']:.3f}",
-                     "View, real frame": ci(s["view_accuracy_real"]), "View, blanked": ci(s["view_accuracy_blank"]),
-                     "View, chance": f"{s['view_chance']:.3f}", "Image reliance": ci(s["image_reliance"])})
+        rows.append({"Model": labels[name], "Artery, real frame": format_interval(s["artery_accuracy_real"]),
+                     "Artery, blanked": format_interval(s["artery_accuracy_blank"]),
+                     "Artery, chance": f"{s['artery_chance']:.3f}",
+                     "View, real frame": format_interval(s["view_accuracy_real"]),
+                     "View, blanked": format_interval(s["view_accuracy_blank"]),
+                     "View, chance": f"{s['view_chance']:.3f}", "Image reliance": format_interval(s["image_reliance"])})
     return pd.DataFrame(rows)
 
 

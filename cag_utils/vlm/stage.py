@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cag_utils.intervals import format_interval
 from cag_utils.vlm import build, data, generate, lora, standins, tokenizer
 
 GEN_VARIANTS = ("without_lora", "with_lora", "with_lora_blank_image")
@@ -124,12 +125,9 @@ def encoder_probes(cfg: dict[str, Any], parts: dict[str, Any], records: pd.DataF
 
 def probe_table(probes: dict[str, Any]) -> pd.DataFrame:
     """One row per encoder: laterality accuracy and severe-lesion AUROC of its linear probe."""
-    def ci(iv: dict[str, Any]) -> str:
-        return f"{iv['estimate']:.3f} [{iv['ci_low']:.3f}, {iv['ci_high']:.3f}]"
-
     label = {"siglip": "SigLIP stand-in", "conceptclip": "ConceptCLIP stand-in"}
-    return pd.DataFrame([{"Encoder": label[n], "Laterality accuracy": ci(p["laterality_accuracy"]),
-                          "Severe lesion (>= 90 %) AUROC": ci(p["severe_lesion_auroc"]),
+    return pd.DataFrame([{"Encoder": label[n], "Laterality accuracy": format_interval(p["laterality_accuracy"]),
+                          "Severe lesion (>= 90 %) AUROC": format_interval(p["severe_lesion_auroc"]),
                           "Test frames (severe)": f"{p['n_test']} ({p['severe_lesion_auroc']['n_positive']})",
                           "Training frames": p["n_train"]} for n, p in probes.items()])
 
@@ -333,16 +331,13 @@ def headline(results: dict[str, dict[str, Any]], seed: int) -> dict[str, dict[st
 
 def loss_table(head: dict[str, dict[str, Any]], results: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Per model: held-out summary loss w/o LoRA, w/ LoRA (real images), blanked images, and the gap."""
-    def ci(iv: dict[str, Any]) -> str:
-        return f"{iv['estimate']:.3f} [{iv['ci_low']:.3f}, {iv['ci_high']:.3f}]"
-
     rows = []
     for name, res in results.items():
         rows.append({"Model": build.family(name).label, "Trainable parameters": res["parameters"]["trainable"],
-                     "Loss w/o LoRA": ci(head[f"{name}.test_loss_without_lora"]),
-                     "Loss w/ LoRA": ci(head[f"{name}.test_loss"]),
-                     "Loss, blanked image": ci(head[f"{name}.test_loss_blanked"]),
-                     "Image reliance (blanked - real)": ci(head[f"{name}.image_reliance"])})
+                     "Loss w/o LoRA": format_interval(head[f"{name}.test_loss_without_lora"]),
+                     "Loss w/ LoRA": format_interval(head[f"{name}.test_loss"]),
+                     "Loss, blanked image": format_interval(head[f"{name}.test_loss_blanked"]),
+                     "Image reliance (blanked - real)": format_interval(head[f"{name}.image_reliance"])})
     return pd.DataFrame(rows)
 
 
