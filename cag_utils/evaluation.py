@@ -24,7 +24,7 @@ import pandas as pd
 from cag_utils.corpus import format_lesions, parse_lesions
 from cag_utils.metrics.findings import lesion_f1, parse_summary, restrict_to_artery
 from cag_utils.metrics.text import corpus_metric, normalise, paired_significance
-from cag_utils.metrics.vlscore import MAX_UNIT_AREA, vlscore_from_embeddings, vlscore_summary
+from cag_utils.metrics.vlscore import MAX_UNIT_AREA, vlscore_of_texts, vlscore_summary
 
 VARIANTS = ("without_lora", "with_lora", "with_lora_blank_image")
 VARIANT_LABELS = {"without_lora": "w/o LoRA", "with_lora": "w/ LoRA", "with_lora_blank_image": "w/ LoRA, blanked image"}
@@ -96,14 +96,9 @@ def vlscore_items(embedder: Any, predictions: pd.DataFrame, images: dict[str, An
                   c: float = MAX_UNIT_AREA) -> np.ndarray:
     """Per-prediction VLScore, rounded to ``VLSCORE_DECIMALS``. Each distinct image and text is embedded
     once; texts are NFKC-normalised like the text metrics' inputs."""
-    record_ids = sorted(set(predictions["record_id"]))
-    img = dict(zip(record_ids, embedder.embed_images([images[r] for r in record_ids])))
-    texts = sorted({normalise(t) for col in ("reference", "output") for t in predictions[col]})
-    txt = dict(zip(texts, embedder.embed_texts(texts)))
-    i = np.stack([img[r] for r in predictions["record_id"]])
-    r = np.stack([txt[normalise(t)] for t in predictions["reference"]])
-    g = np.stack([txt[normalise(t)] for t in predictions["output"]])
-    return np.round(vlscore_from_embeddings(i, r, g, c), VLSCORE_DECIMALS)
+    scores = vlscore_of_texts(embedder, predictions["record_id"].tolist(), predictions["reference"].tolist(),
+                              predictions["output"].tolist(), images, c, normalise=normalise)
+    return np.round(scores, VLSCORE_DECIMALS)
 
 
 def _cells(df: pd.DataFrame):
@@ -284,12 +279,13 @@ def _ci(interval: dict[str, Any] | None, digits: int) -> str:
 
 
 def metrics_table(headline: dict[str, Any], families: Sequence[str], labels: dict[str, str], languages: Sequence[str],
-                  selected: dict[str, Any] | None = None, ratings: dict[str, dict[str, Any]] | None = None
-                  ) -> pd.DataFrame:
+                  selected: dict[str, Any] | None = None, ratings: dict[str, dict[str, Any]] | None = None,
+                  validity: dict[str, Any] | None = None) -> pd.DataFrame:
     """The paper's table: model x variant x language, each metric as 'estimate [low, high]'.
 
     BLEU and chrF are on sacrebleu's 0-100 scale (one decimal), the others in 0-1 (three decimals). The
     selected model's name is added to its row label. ``ratings``: {"family.variant": interval}, when present.
+    ``validity``: ``metrics.validity.validity_summary``; a metric that fails it is marked so in its column name.
     """
     rows = []
     for family in families:
@@ -305,7 +301,9 @@ def metrics_table(headline: dict[str, Any], families: Sequence[str], labels: dic
                 if ratings:
                     row[METRIC_LABELS["rating"]] = _ci(ratings.get(f"{family}.{variant}.{language}"), 2)
                 rows.append(row)
-    return pd.DataFrame(rows)
+    failed = {METRIC_LABELS[m]: f"{METRIC_LABELS[m]} (fails validity)" for m, res in (validity or {}).items()
+              if not res["passes"]}
+    return pd.DataFrame(rows).rename(columns=failed)
 
 
 def rating_cases(predictions: pd.DataFrame, records: pd.DataFrame, images: dict[str, Any], *, n_cases: int,

@@ -1,4 +1,5 @@
-"""Figures of notebook 06: metric bars with intervals, qualitative cases (both languages), rating distributions.
+"""Figures of notebook 06: metric bars with intervals, metric validity, qualitative cases (both languages), rating
+distributions.
 
 Japanese text needs a CJK font: ``cjk_font`` finds Noto Sans CJK (Debian: ``fonts-noto-cjk``). Without it
 the case figure shows the English texts only and says so, rather than drawing empty boxes.
@@ -18,7 +19,7 @@ from cag_utils.evaluation import METRIC_LABELS, METRICS, VARIANT_LABELS, VARIANT
 
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Serif CJK JP", "IPAexGothic", "IPAGothic", "TakaoGothic")
 
-__all__ = ["cjk_font", "plot_cases", "plot_metric_bars", "plot_ratings"]
+__all__ = ["cjk_font", "plot_cases", "plot_metric_bars", "plot_ratings", "plot_validity"]
 
 
 def cjk_font() -> str | None:
@@ -145,5 +146,38 @@ def plot_ratings(ratings: pd.DataFrame, labels: dict[str, str]):
     sns.stripplot(df, x="model_label", y="score", hue="rater", order=order, dodge=True, size=3, ax=ax)
     ax.set(xlabel="", ylabel="rating (0-10)", ylim=(-0.5, 10.5))
     ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_validity(summary: dict[str, Any]):
+    """One panel per metric: the mean score drop of each perturbation kind, as a share of the metric's range
+    (BLEU and chrF / 100), with 95 % intervals; changed findings in red, rewordings in gray. A valid metric
+    puts every red bar above every gray one."""
+    from cag_utils.metrics.perturb import KIND_LABELS
+    from cag_utils.metrics.validity import CONTROL, SCALE
+
+    metrics = list(summary)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.1 * len(metrics) + 1.6, 3.8), sharey=True)
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        drops = summary[metric]["drop"]
+        kinds = [k for k in drops if k != "reference"]
+        scale = SCALE[metric]
+        est = np.array([drops[k]["estimate"] for k in kinds]) / scale
+        low = np.array([drops[k]["ci_low"] for k in kinds]) / scale
+        high = np.array([drops[k]["ci_high"] for k in kinds]) / scale
+        colour = ["tab:red" if drops[k]["significant"] else "0.6" for k in kinds]
+        y = np.arange(len(kinds))
+        ax.barh(y, est, color=colour, xerr=[np.clip(est - low, 0, None), np.clip(high - est, 0, None)],
+                error_kw={"elinewidth": 0.8, "capsize": 2})
+        verdict = "passes" if summary[metric]["passes"] else "fails"
+        name = "Findings exact\n(positive control)" if metric == CONTROL else METRIC_LABELS[metric]
+        ax.set_title(f"{name}\n{verdict}: {summary[metric]['ordered']['estimate']:.2f} ordered",
+                     fontsize=8)
+        ax.set_xlabel("score drop / range", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_yticks(y, [KIND_LABELS[k] for k in kinds])
+        ax.invert_yaxis()
+        ax.axvline(0, color="k", lw=0.5)
     fig.tight_layout()
     return fig

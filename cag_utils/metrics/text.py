@@ -33,7 +33,7 @@ NORMALISATION = "NFKC, whitespace (newlines included) collapsed to single spaces
 METRICS = ("bleu", "chrf")
 
 __all__ = ["METRICS", "NORMALISATION", "TOKENIZERS", "corpus_metric", "make_metric", "normalise",
-           "paired_significance", "segment_statistics", "tokenizer_for"]
+           "paired_significance", "segment_statistics", "sentence_scores", "tokenizer_for"]
 
 
 def normalise(text: str) -> str:
@@ -62,6 +62,14 @@ def make_metric(name: str, language: str) -> Metric:
     if name == "chrf":
         return CHRF()
     raise ValueError(f"unknown metric {name!r}; expected one of {METRICS}")
+
+
+def sentence_scores(name: str, hypotheses: Sequence[str], references: Sequence[str], language: str) -> np.ndarray:
+    """Per-segment BLEU or chrF (0-100) on the normalised texts: sacrebleu's ``sentence_score``; BLEU with
+    ``effective_order=True``, as sacrebleu advises for single sentences."""
+    hyps, refs = _check(hypotheses, references)
+    metric = BLEU(tokenize=tokenizer_for(language)[0], effective_order=True) if name == "bleu" else make_metric(name, language)
+    return np.array([metric.sentence_score(h, [r]).score for h, r in zip(hyps, refs)], dtype=float)
 
 
 def _check(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[list[str], list[str]]:

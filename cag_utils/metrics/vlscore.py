@@ -8,7 +8,7 @@ lie close to each other and to the image, so the triangle they span is small:
     T(i, r, g) = 1/2 * sqrt( |i - g|^2 |i - r|^2 - <i - g, i - r>^2 )     (Gram determinant; area)
     VLScore    = max(1 - T / C, 0)
 
-``C`` normalises the area. The paper's constant was not recovered (shared/reference/paper.md), so
+``C`` normalises the area. The VLScore paper's constant could not be recovered from its public pages, so
 we take the largest area a triangle with vertices on the unit sphere can have, an equilateral
 triangle inscribed in a great circle: C = 3 * sqrt(3) / 4 (about 1.299). The score is then in
 [0, 1]: 1 when the reports coincide (or all three points are collinear), 0 only for that extreme
@@ -40,7 +40,7 @@ FORMULA = ("VLScore = max(1 - T/C, 0), T = 1/2 sqrt(|i-g|^2 |i-r|^2 - <i-g, i-r>
            "of image i, reference r, generated g; C = 3 sqrt(3)/4 (largest triangle on the unit sphere)")
 
 __all__ = ["Embedder", "FORMULA", "MAX_UNIT_AREA", "SiglipEmbedder", "l2_normalise", "triangle_area", "vlscore",
-           "vlscore_from_embeddings", "vlscore_summary"]
+           "vlscore_from_embeddings", "vlscore_of_texts", "vlscore_summary"]
 
 
 class Embedder(Protocol):
@@ -82,6 +82,21 @@ def vlscore(embedder: Embedder, images: Sequence[Any], references: Sequence[str]
         return np.zeros(0)
     return vlscore_from_embeddings(embedder.embed_images(images), embedder.embed_texts(list(references)),
                                    embedder.embed_texts(list(generated)), c)
+
+
+def vlscore_of_texts(embedder: Embedder, record_ids: Sequence[str], references: Sequence[str],
+                     candidates: Sequence[str], images: dict[str, Any], c: float = MAX_UNIT_AREA,
+                     normalise: Any = None) -> np.ndarray:
+    """Per-row VLScore of ``candidates`` against ``references`` on the key frame ``images[record_id]``; each
+    distinct image and (``normalise``d) text is embedded once, in sorted order, so the result does not
+    depend on the row order."""
+    norm = normalise or (lambda t: t)
+    ids = sorted(set(record_ids))
+    img = dict(zip(ids, embedder.embed_images([images[r] for r in ids])))
+    texts = sorted({norm(t) for t in (*references, *candidates)})
+    txt = dict(zip(texts, embedder.embed_texts(texts)))
+    return vlscore_from_embeddings(np.stack([img[r] for r in record_ids]), np.stack([txt[norm(t)] for t in references]),
+                                   np.stack([txt[norm(t)] for t in candidates]), c)
 
 
 def vlscore_summary(scores: Sequence[float], patients: Sequence[Any], *, seed: int) -> dict[str, Any]:
