@@ -4,7 +4,10 @@ Coordinates are patient LPS in mm (+x left, +y posterior, +z head), origin near 
 aortic root. Control points follow the grooves of a canonical heart (LAD in the anterior
 interventricular groove, LCx and RCA in the atrioventricular grooves, PDA in the
 posterior interventricular groove); each patient gets a perturbed, rotated and scaled
-copy. Calibres: Dodge et al., Circulation 1992 (see shared/reference/angiography.md).
+copy. Segments: AHA numbering (Austen et al., Circulation 1975, doi:10.1161/01.CIR.51.4.5).
+Calibres: Dodge et al., "Lumen diameter of normal human coronary arteries", Circulation 1992;86:232-246,
+doi:10.1161/01.CIR.86.1.232 (left main 4.5 mm, proximal LAD 3.7, distal LAD 1.9; proximal LCx 3.4, or
+4.2 if left-dominant; proximal RCA 3.9, or 2.8 if left-dominant; women about 9 % smaller).
 """
 from __future__ import annotations
 

@@ -7,8 +7,10 @@ lesions: `sample_clinical_facts` draws a plausible patient (age, sex, risk facto
 complaint, non-invasive findings correlated with the disease burden) and `make_reports`
 renders both texts in both languages.
 
-Conventions (see shared/reference/angiography.md):
-- segments are AHA numbers written "#6"; RCA distal branches are "#4PD" / "#4AV";
+Conventions:
+- segments are AHA numbers written "#6" (Austen et al., "A reporting system on patients evaluated for
+  coronary artery disease", Circulation 1975;51(4 Suppl):5-40, doi:10.1161/01.CIR.51.4.5, the numbering
+  Japanese reports use); RCA distal branches are "#4PD" / "#4AV";
 - grades are 25, 50, 75, 90, 99 (subtotal) and 100 (total occlusion) percent;
 - a lesion is significant at >= 75 %, or >= 50 % in the left main (#5);
 - plan: CABG for significant left main or three-vessel disease; otherwise PCI to the culprit
