@@ -127,8 +127,9 @@ def test_validity_summary_separates_a_valid_from_a_blind_metric(references):
     d = summary["chrf"]["drop"]["reworded"]
     assert d["estimate"] == pytest.approx((wide["reference"] - wide["reworded"]).dropna().mean())
     assert d["ci_low"] <= d["estimate"] <= d["ci_high"]
-    tab = validity.validity_table(summary, {"f1_exam": "F1"})
-    assert list(tab["Verdict"]) == ["passes" if summary[m]["passes"] else "fails" for m in summary]
+    tab = validity.validity_table(summary, {"f1_exam": "F1"}).set_index("Measure")
+    assert list(tab.loc["Verdict"]) == ["passes" if summary[m]["passes"] else "fails" for m in summary]
+    assert tab.loc["Verdict", "F1"] == "fails" and tab.loc["Verdict", validity.CONTROL_LABEL] == "passes"
 
 
 def test_the_model_table_marks_a_failing_metric():

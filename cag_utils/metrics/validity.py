@@ -31,7 +31,7 @@ from cag_utils.metrics.vlscore import vlscore_of_texts
 METRICS = ("vlscore", "bleu", "chrf", "f1_exam", "f1_shown_artery", "findings_exact")
 SCALE = {"vlscore": 1.0, "bleu": 100.0, "chrf": 100.0, "f1_exam": 1.0, "f1_shown_artery": 1.0, "findings_exact": 1.0}
 CONTROL = "findings_exact"
-CONTROL_LABEL = "Findings exact match (positive control)"
+CONTROL_LABEL = "Exact findings (control)"
 
 __all__ = ["CONTROL", "CONTROL_LABEL", "METRICS", "SCALE", "references_of", "score_perturbations", "validity_summary", "validity_table"]
 
@@ -121,7 +121,8 @@ def validity_summary(scores: pd.DataFrame, *, seed: int, pass_share: float = 0.9
 
 
 def validity_table(summary: dict[str, Any], labels: dict[str, str], digits: int = 3) -> pd.DataFrame:
-    """One row per metric: the two shares with intervals, pass / fail, and the drop of each kind."""
+    """One column per metric, one row per measure: the verdict, the two shares with intervals and the drop of
+    each kind (a metric per column keeps the table narrow enough for a page)."""
     from cag_utils.intervals import format_interval
     from cag_utils.metrics.perturb import KIND_LABELS
 
@@ -136,4 +137,5 @@ def validity_table(summary: dict[str, Any], labels: dict[str, str], digits: int 
             if kind != "reference":
                 row[f"drop: {KIND_LABELS[kind]}"] = format_interval(iv, d)
         rows.append(row)
-    return pd.DataFrame(rows)
+    wide = pd.DataFrame(rows).set_index("Metric").T
+    return wide.rename_axis(index="Measure", columns=None).reset_index()
