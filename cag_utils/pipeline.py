@@ -5,13 +5,17 @@
     python -m cag_utils.pipeline --profile paper --from 02 --to 04 -p epochs=3
     python -m cag_utils.pipeline --only 03 --force            # rerun one step
     python -m cag_utils.pipeline --list                       # steps, sections, up to date?
+    python -m cag_utils.pipeline --profile paper --check      # preflight alone: what the steps need
 
 A step is one notebook. Its section (which profile section it reads) comes from its
 `parameters`-tagged cell (`section = "data"`); it receives `profile` plus the `-p`
 overrides of that section or of `common`. All overrides are checked before any step runs
-(exit 2). The default profile executes the notebooks in place (they carry the smoke
-outputs); other profiles write `notebooks/<profile>/NN_name.ipynb`. Timing metadata is
-stripped so reruns do not churn git.
+(exit 2). Then the preflight (cag_utils.preflight) checks what each step the run will execute
+needs (checkpoints, a CUDA device for `device: cuda`, disk space, the salt of real exams,
+labels and reports files, each step's settings) and prints one table; a problem stops the run
+before its first step (exit 2). `--check` prints that table alone. The default profile
+executes the notebooks in place (they carry the smoke outputs); other profiles write
+`notebooks/<profile>/NN_name.ipynb`. Timing metadata is stripped so reruns do not churn git.
 
 Safe runs: a step executes into a staging output root `data/work/<profile>/staging/NN_name-*`
 (the kernel's `$CAG_OUTPUT_ROOT`, whose `data/work` links the real one, so caches and
@@ -565,6 +569,24 @@ def _run_step(step: Step, params: Mapping[str, Any], layout: Layout, work_root: 
                        outputs=outputs)
 
 
+def _preflight(profile: str, kw: dict[str, Any], check: bool) -> int:
+    """Print the preflight table of the steps this command would execute; return its number of problems.
+    Wrong overrides stop a run as before (ConfigError); with `check` the table names them."""
+    from cag_utils import preflight
+
+    steps = select_steps(discover_steps(kw["notebooks_dir"]), kw["start"], kw["stop"], kw["only"])
+    try:   # what the run would skip as up to date (the same assessment as --list)
+        skip = [o.name for o in run_pipeline(profile, dry_run=True, **kw) if o.status.startswith("up to date")]
+    except ConfigError:
+        if not check:
+            raise
+        skip = []
+    rows = preflight.check_steps(profile, steps, {k: v for k, v in kw["overrides"].items() if v is not None},
+                                 kw["profiles_dir"], [] if kw["force"] else skip)
+    print(f"preflight of profile {profile}:\n" + preflight.format_table(rows), flush=True)
+    return sum(not r.ok for r in rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cag_utils.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help="configs/profiles/<name>.yaml")
@@ -580,6 +602,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with -p on the default profile: replace the committed outputs anyway")
     parser.add_argument("--force", action="store_true", help="rerun steps that are up to date")
     parser.add_argument("--list", action="store_true", help="list steps, sections and state; run nothing")
+    parser.add_argument("--check", action="store_true",
+                        help="preflight only: check what the selected steps need (checkpoints, GPU, disk, salt, "
+                             "input files, settings), print the table, run nothing; exit 2 on a problem. "
+                             "Every run does this first and stops before its first step on a problem")
     parser.add_argument("--cell-timeout", type=int, default=3600, metavar="S", help="seconds per cell")
     parser.add_argument("--no-wait", action="store_true",
                         help="stop at once (exit 3) when another run uses data/work/<profile>, instead of waiting")
@@ -597,15 +623,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--only cannot be combined with --from/--to")
     try:
         overrides = dict(parse_override(text) for text in args.overrides)
-        outcomes = run_pipeline(
-            args.profile, start=args.start, stop=args.stop, only=args.only, overrides=overrides,
-            force=args.force, dry_run=args.list, cell_timeout=args.cell_timeout,
-            run_name=args.run_name, update_committed=args.update_committed,
-            notebooks_dir=args.notebooks_dir, profiles_dir=args.profiles_dir,
-            results_root=args.results_root, figures_root=args.figures_root, work_root=args.work_root,
-            runs_root=args.runs_root, executed_root=args.executed_root, package_dir=args.package_dir,
-            wait=not args.no_wait,
-        )
+        kw = dict(start=args.start, stop=args.stop, only=args.only, overrides=overrides, force=args.force,
+                  run_name=args.run_name, update_committed=args.update_committed,
+                  notebooks_dir=args.notebooks_dir, profiles_dir=args.profiles_dir,
+                  results_root=args.results_root, figures_root=args.figures_root, work_root=args.work_root,
+                  runs_root=args.runs_root, executed_root=args.executed_root, package_dir=args.package_dir)
+        if args.check or not args.list:
+            problems = _preflight(args.profile, kw, args.check)
+            if args.check or problems:
+                return 2 if problems else 0
+        outcomes = run_pipeline(args.profile, dry_run=args.list, cell_timeout=args.cell_timeout,
+                                wait=not args.no_wait, **kw)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
