@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
+from cag_utils import baselines
 from cag_utils.cnn.baselines import cue_features, cue_predictions, cue_table, score_cues
 
-REPO = Path(__file__).resolve().parents[1]
 # The CNN must beat the frame-index baseline's key-frame F1 by at least this much (absolute F1).
 KEY_FRAME_MARGIN = 0.10  # "clearly above" (issue 13): five times the seed sd of this metric measured on generator v3 (0.019)
 
@@ -53,13 +51,12 @@ def test_informative_cues_score_one_and_random_angles_do_not():
     assert list(cue_table(scores, head)["CNN F1"]) == ["0.500 (0.400-0.600)", "0.900 (0.800-0.950)", "0.900 (0.800-0.950)"]
 
 
-def test_committed_cnn_beats_the_frame_index_baseline():
+def test_committed_cnn_beats_the_frame_index_baseline(require):
     """On the committed results: the CNN's key-frame F1 exceeds the frame-index tree's by KEY_FRAME_MARGIN,
     and their 95 % patient intervals do not overlap."""
-    path = REPO / "results" / "02_cnn.json"
-    results = json.loads(path.read_text())["results"]
-    if "baselines" not in results:
-        pytest.skip("committed results/02_cnn.json predates the baselines; rerun notebook 02")
+    results = json.loads(require("results/02_cnn.json").read_text())["results"]
+    assert "baselines" in results, ("results/02_cnn.json predates the baselines: rerun notebook 02 "
+                                    "(python -m cag_utils.pipeline --profile smoke --only 02) and commit it")
     cnn = results["headline"]["test.key_frame_f1"]["estimate"]
     base = results["baselines"]["frame_index.key_frame_category"]["estimate"]
     assert cnn >= base + KEY_FRAME_MARGIN, f"CNN key-frame F1 {cnn:.3f} vs frame-index baseline {base:.3f}"
@@ -68,9 +65,6 @@ def test_committed_cnn_beats_the_frame_index_baseline():
 
 def test_frame_index_cue_agrees_with_the_cohort_check():
     """The notebook's frame-index baseline is the one `cag_utils.baselines` uses to check the cohort."""
-    baselines = pytest.importorskip("cag_utils.baselines")
-    if not hasattr(baselines, "frame_index_predictions"):
-        pytest.skip("cag_utils.baselines has no frame_index_predictions")
     table, runs = cue_set(seed=3)
     table["frame_index"] = (table["frame_index"] + np.arange(len(table)) % 3) % 10  # not perfectly separable
     table["label"] = [3 * (lat == "RCA") + ("better", "bad", "others").index(k)

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from cag_utils import extraction, ingest
-from cag_utils.config import REPO_ROOT
 from cag_utils.dataset import sampling_kwargs
 from cag_utils.labels import CLASSES, class_index
 from cag_utils.splits import patient_split
@@ -84,6 +83,7 @@ def test_overlap_is_detected():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_independent_patients_are_in_no_cnn_split(small_cohort, small_cfg):
     labels = ingest.read_labels(small_cohort / "labels.csv")
     res = {c: ingest.ingest_cohort(small_cohort, c, labels, small_cfg["deid_salt"], sampling_kwargs(small_cfg),
@@ -94,13 +94,10 @@ def test_independent_patients_are_in_no_cnn_split(small_cohort, small_cfg):
 
 
 # ---------------------------------------------------------------- committed results
-RESULTS = REPO_ROOT / "results"
-
-
 @pytest.fixture(scope="module")
-def committed():
-    record = json.loads((RESULTS / "03_extraction.json").read_text(encoding="utf-8"))
-    picks = pd.read_csv(RESULTS / "03_extraction_picks.csv")
+def committed(require):
+    record = json.loads(require("results/03_extraction.json").read_text(encoding="utf-8"))
+    picks = pd.read_csv(require("results/03_extraction_picks.csv"))
     return record["results"], record["config"], picks
 
 

@@ -3,7 +3,6 @@ references and model outputs, and ``output_quality`` against a direct computatio
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,14 +15,12 @@ from cag_utils.metrics.quality import (SHARES, duplicate_lesion_segment, has_pla
 from cag_utils.synth import reports as R
 from cag_utils.synth.anatomy import sample_dominance, sample_lesions
 
-PREDICTIONS = Path(__file__).resolve().parents[1] / "results" / "05_finetune_predictions.jsonl.gz"
 FAMILIES = ("conceptclip_gemma3", "gemma3", "paligemma")
 
 
 @pytest.fixture(scope="module")
-def predictions() -> pd.DataFrame:
-    assert PREDICTIONS.is_file(), f"{PREDICTIONS} is committed and must be there"
-    return pd.read_json(PREDICTIONS, lines=True)
+def predictions(require) -> pd.DataFrame:
+    return pd.read_json(require("results/05_finetune_predictions.jsonl.gz"), lines=True)
 
 
 @pytest.fixture(scope="module")
