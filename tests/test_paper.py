@@ -22,8 +22,10 @@ from cag_utils.report import generate, macro_words, notebook_stem
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(shutil.which("latexmk") is None, reason="latexmk is not installed")]
+LATEX = "latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended lmodern"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600),
+              pytest.mark.skipif(shutil.which("latexmk") is None,
+                                 reason=f"missing system tool: latexmk (apt-get install {LATEX})")]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_no_undefined_reference_or_citation(built):
     assert not undefined - pending, sorted(undefined - pending)
 
 
-@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler-utils) is not installed")
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="missing system tool: pdftotext (apt-get install poppler-utils)")
 def test_no_question_marks_for_generated_results(built):
     folder, log = built
     text = subprocess.run(["pdftotext", str(folder / "main.pdf"), "-"], capture_output=True, text=True,

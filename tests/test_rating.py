@@ -133,12 +133,15 @@ def test_a_form_without_the_score_column_is_refused(packet, tmp_path):
         import_ratings([tmp_path / "x.csv"], packet["key"])
 
 
+NO_CHROMIUM = pytest.mark.skipif(shutil.which("chromium") is None,
+                                 reason="missing system tool: chromium (apt-get install chromium fonts-noto-cjk)")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run"]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+@pytest.mark.timeout(240)
+@NO_CHROMIUM
 def test_packet_renders_and_its_form_round_trips_in_headless_chromium(packet, tmp_path):
     from PIL import Image
 
@@ -176,7 +179,8 @@ def test_screenshot_says_none_without_chromium(packet, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+@pytest.mark.timeout(240)
+@NO_CHROMIUM
 def test_screenshot_writes_the_page_as_drawn(packet, tmp_path):
     from PIL import Image
 
