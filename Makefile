@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce test lab paper bench variance ceiling standins gpu-check clean
+.PHONY: help install reproduce test test-fast lab paper bench variance ceiling standins gpu-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,8 +28,11 @@ reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU) and wr
 	$(PY) -m cag_utils.pipeline --profile $(PROFILE)
 	$(PY) -m cag_utils.report --profile $(PROFILE)
 
-test: $(STAMP) ## Unit tests, nbval re-execution of the notebooks (in a temporary folder) and the tolerance check
+test: $(STAMP) ## Full suite (CI's): unit tests, nbval re-execution of the notebooks (in a temporary folder), tolerance check, paper build
 	$(PY) -m pytest
+
+test-fast: $(STAMP) ## Unit tests only, without the `slow` tier (notebook re-execution, training, paper, browser): about 2 min on 2 cores
+	$(PY) -m pytest tests -m "not slow"
 
 lab: $(STAMP) ## JupyterLab on the venv kernel
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks

@@ -7,6 +7,10 @@ the variable), the pipeline and every helper write results/, figures/ and data/w
 `tests/test_reexecution.py` then compares those re-executed results with the committed
 ones; it runs after the notebooks (tests marked `after_notebooks` are moved to the end).
 Set `CAG_TEST_OUTPUT_ROOT` to keep the session's outputs in a folder of your choice.
+
+Tiers: nbval's notebook cells are marked `slow` here, with a timeout of NOTEBOOK_CELL_TIMEOUT s each (a backstop
+behind nbval's own --nbval-cell-timeout), and a `slow` test without its own timeout gets SLOW_TIMEOUT;
+`make test-fast` deselects `slow` (see the Makefile).
 """
 from __future__ import annotations
 
@@ -40,11 +44,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 STATUS_KEY = pytest.StashKey[str]()
+NOTEBOOK_CELL_TIMEOUT = 1900  # s: above --nbval-cell-timeout=1800 in pyproject.toml, so nbval reports a slow cell first
+SLOW_TIMEOUT = 900  # s: a `slow` test without its own @pytest.mark.timeout (the fast tier's default is in pyproject.toml)
 NOTEBOOKS_KEY = pytest.StashKey[set]()
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the notebook cells must carry `slow` by then
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Move `after_notebooks` tests behind the nbval items; note which notebooks will be re-executed."""
+    """Move `after_notebooks` tests behind the nbval items; note which notebooks will be re-executed; mark the
+    notebook cells `slow` with their timeout."""
+    for item in items:
+        if str(item.path).endswith(".ipynb"):
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.timeout(NOTEBOOK_CELL_TIMEOUT))
+        elif item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
     late = [i for i in items if i.get_closest_marker("after_notebooks")]
     items[:] = [i for i in items if not i.get_closest_marker("after_notebooks")] + late
     config.stash[NOTEBOOKS_KEY] = {Path(str(i.path)).stem for i in items if str(i.path).endswith(".ipynb")}

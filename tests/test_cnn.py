@@ -242,6 +242,7 @@ print(json.dumps(strip_seconds(r.history)))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_two_fresh_processes_give_identical_training(tmp_path):
     """What a re-execution does: a new interpreter, the same config (threads fixed) -> the same bits."""
     import subprocess

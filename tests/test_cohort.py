@@ -13,7 +13,7 @@ from cag_utils.dataset import sampling_kwargs
 from cag_utils.synth.cohort import cohort_is_current, generate_cohort
 from cag_utils.synth.imaging import BLUR_BETTER_MM, CNR_BETTER, COVER_BETTER, FILL_OTHERS
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 SALT = "test-salt"
 
 

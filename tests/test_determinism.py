@@ -23,6 +23,7 @@ def _run(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_notebook_01_reruns_identically(tmp_path, monkeypatch):
     first, second = _run(tmp_path / "a", monkeypatch), _run(tmp_path / "b", monkeypatch)
     assert first["config"]["n_annotation_exams"] == 6  # the override reached the results

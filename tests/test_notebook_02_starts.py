@@ -13,6 +13,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_notebook_02_compares_pretrained_and_random_starts(tmp_path, monkeypatch):
     monkeypatch.setenv("CAG_OUTPUT_ROOT", str(tmp_path))  # the kernels inherit it: outputs go under tmp_path
     run = dict(kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS))

@@ -109,7 +109,8 @@ def _walkthrough() -> list[str]:
     return [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip().startswith(".venv/bin/python")]
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_readme_walkthrough_runs_and_refuses_the_committed_salt(tmp_path):
     commands = [c.replace("/tmp/cag-fixture", str(tmp_path / "fx")) for c in _walkthrough()]
     assert len(commands) == 2 and "export_tree" in commands[0] and "--only 01" in commands[1]

@@ -41,6 +41,8 @@ def test_committed_standins_are_complete_clean_and_small():
             f"{name}: held-out loss fell from {val[0]} to {val[-1]} only"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_lm_and_tokenizer_first_steps_match_the_committed_log(tmp_path):
     p = make_standins.params(CFG)
     train, val = make_standins.texts(p)
