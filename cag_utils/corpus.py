@@ -10,8 +10,9 @@ Lesions are written as the generator writes them in reports.jsonl, ``"#6 90%; #1
 (AHA segment, percent diameter stenosis; ``""`` = none; ``parse_lesions`` reads it back).
 Strings rather than nested lists keep the metadata schema the same in every split, which the
 ``datasets`` image-folder loader requires. Where a report source lacks the structured fields
-(a real export), ``findings_from_summary`` parses them from the English summary; the record's
-``findings_source`` says which was used.
+(a real export), ``exam_findings`` reads them from the English summary (the Japanese one when the
+English is empty) with ``cag_utils.metrics.findings.parse_summary``, the parser of the findings
+metrics; the record's ``findings_source`` says which was used, and the datasheet counts both.
 
 The artery shown: left coronary (segments 5-15) for an LCA frame, right (1-4) for an RCA frame,
 after ``VESSEL_OF`` of ``cag_utils.synth.reports``; the true laterality is used where known,
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from cag_utils.cachecheck import CacheError, check_folder, fix_command, write_sums
+from cag_utils.metrics.findings import parse_summary
 from cag_utils.splits import SPLITS, patient_split
 from cag_utils.synth.reports import DOMINANCES, PLANS, SEGMENTS, VESSEL_OF
 
@@ -67,22 +69,16 @@ def lesions_in_view(lesions: str, laterality: str | None) -> str:
     return format_lesions([(s, p) for s, p in parse_lesions(lesions) if VESSEL_OF[s] in vessels])
 
 
-def findings_from_summary(summary_en: str) -> dict[str, str]:
-    """Dominance, lesions, plan and culprit parsed from an English summary written like the generator's
-    (for a reports file without the structured fields). Lesions: every '#<segment> <percent>%'."""
-    text = summary_en or ""
-    low = text.lower()
-    dominance = next((d for d, key in (("right", "right-dominant"), ("left", "left-dominant"),
-                                       ("balanced", "balanced")) if key in low), "")
-    culprit = re.search(r"PCI to (#\w+) planned|(#\w+) is judged to be the culprit|Plan: PCI to (#\w+)", text)
-    plan = ("CABG" if "cabg" in low else "PCI" if culprit else "medical" if "medical therapy" in low
-            else "follow_up" if "follow-up" in low else "")
-    return {"dominance": dominance, "lesions": format_lesions(parse_lesions(text)), "plan": plan,
-            "culprit_segment": next(g for g in culprit.groups() if g).lstrip("#") if culprit else ""}
+def _parsed_findings(summary_en: str, summary_ja: str) -> dict[str, str]:
+    """The findings ``parse_summary`` reads in the English summary (the Japanese one when it is empty)."""
+    text = summary_en if isinstance(summary_en, str) and summary_en.strip() else summary_ja
+    f = parse_summary(text if isinstance(text, str) else "")
+    return {"dominance": f.dominance, "lesions": format_lesions(list(f.lesions)), "plan": f.plan,
+            "culprit_segment": f.culprit_segment}
 
 
 def exam_findings(reports: pd.DataFrame) -> pd.DataFrame:
-    """Per exam: the structured findings from the report source, or parsed from the English summary."""
+    """Per exam: the structured findings from the report source, or parsed from the summary."""
     rows = []
     for _, r in reports.iterrows():
         have = all(isinstance(r.get(c), str) for c in FINDING_COLUMNS) and r.get("dominance") in DOMINANCES \
@@ -91,9 +87,18 @@ def exam_findings(reports: pd.DataFrame) -> pd.DataFrame:
             f = {c: r[c] for c in FINDING_COLUMNS}
             f["lesions"] = format_lesions(parse_lesions(f["lesions"]))
         else:
-            f = findings_from_summary(r.get("treatment_summary_en") or "")
+            f = _parsed_findings(r.get("treatment_summary_en"), r.get("treatment_summary_ja"))
         rows.append({"exam_id": r["exam_id"], **f, "findings_source": "report_source" if have else "parsed_summary"})
     return pd.DataFrame(rows, columns=["exam_id", *FINDING_COLUMNS, "findings_source"])
+
+
+def findings_counts(records: pd.DataFrame) -> dict[str, int]:
+    """Exams by the source of their findings, and parsed exams whose summary gave no finding at all."""
+    exams = records.drop_duplicates("exam_id")
+    parsed = exams[exams["findings_source"] == "parsed_summary"]
+    empty = (parsed[list(FINDING_COLUMNS)].fillna("") == "").all(axis=1)
+    return {"report_source": int((exams["findings_source"] == "report_source").sum()),
+            "parsed_summary": len(parsed), "parsed_without_findings": int(empty.sum())}
 
 
 # ---------------------------------------------------------------- records
@@ -269,6 +274,7 @@ def datasheet(records: pd.DataFrame, excluded: pd.DataFrame, splits: pd.DataFram
     stat_rows = "\n".join(f"| {r['field'].replace('_', ' ')} | {r['language']} | {r['chars_mean']:.0f} | "
                           f"{r['tokens_mean']:.0f} | {r['vocabulary']} |" for _, r in stats.iterrows())
     reasons = excluded["reason"].value_counts()
+    found = findings_counts(records)
     excl = "\n".join(f"- {n} exam(s): {why}" for why, n in reasons.items()) or "- none"
     source = ("**Synthetic.** Frames are rendered by the compendium's angiography simulator "
               "(`cag_utils.synth`) and the reports are template-generated parallel texts consistent with the "
@@ -315,7 +321,10 @@ and `treatment_summary_*` (diagnostic and treatment summary). Lengths over one t
   `plan` (PCI / CABG / medical / follow_up), `culprit_segment` (PCI only);
 - `lesions_in_view`: the lesions in the artery this frame shows (LCA: segments 5-15, RCA: 1-4),
   to tell a model that reads the image from one that only restates the report;
-- `findings_source`: `report_source` (structured fields of the reports file) or `parsed_summary`.
+- `findings_source`: `report_source` (structured fields of the reports file) or `parsed_summary`
+  (read from the summary by `cag_utils.metrics.findings.parse_summary`): {found['report_source']} exam(s)
+  from the reports file, {found['parsed_summary']} parsed, of which {found['parsed_without_findings']} gave
+  no finding at all.
 
 Load: `datasets.load_dataset("imagefolder", data_dir="<this folder>")`.
 

@@ -25,15 +25,41 @@ def test_lesion_strings_round_trip_and_artery_subset():
     assert corpus.lesions_in_view("", "RCA") == "" and corpus.parse_lesions(None) == []
 
 
-def test_summary_parser_agrees_with_the_generator():
+def test_reports_without_findings_are_parsed_like_the_metrics_read_them():
+    """The generator's summaries without the structured fields: exam_findings reads the English summary, or the
+    Japanese one when the English is empty, with metrics.findings.parse_summary."""
     rng = np.random.default_rng(7)
-    for _ in range(60):
+    rows, expected = [], []
+    for e in range(60):
         dominance = anatomy.sample_dominance(rng)
         lesions = anatomy.sample_lesions(rng, dominance)
         reports = make_reports(sample_clinical_facts(rng, lesions, dominance), rng)
-        assert corpus.findings_from_summary(reports["treatment_summary_en"]) == {
-            "dominance": dominance, "lesions": corpus.format_lesions([(l.segment, l.percent) for l in lesions]),
-            "plan": reports["plan"], "culprit_segment": reports["culprit_segment"]}
+        rows.append({"exam_id": f"EX-{e:012x}", "treatment_summary_ja": reports["treatment_summary_ja"],
+                     "treatment_summary_en": reports["treatment_summary_en"] if e % 3 else ""})
+        expected.append({"dominance": dominance,
+                         "lesions": corpus.format_lesions([(l.segment, l.percent) for l in lesions]),
+                         "plan": reports["plan"], "culprit_segment": reports["culprit_segment"]})
+    found = corpus.exam_findings(pd.DataFrame(rows))
+    assert (found["findings_source"] == "parsed_summary").all()
+    assert found[list(corpus.FINDING_COLUMNS)].to_dict("records") == expected
+    assert not hasattr(corpus, "findings_from_summary")
+
+
+def test_free_wording_and_empty_summaries_are_parsed_and_counted():
+    reports = pd.DataFrame([
+        {"exam_id": "EX-a", "treatment_summary_en": "Right dominant. Proximal LAD 90%, mid RCA totally occluded. "
+                                                    "Stent to the proximal LAD.", "treatment_summary_ja": "x"},
+        {"exam_id": "EX-b", "treatment_summary_en": None, "treatment_summary_ja": "＃６　９０％狭窄。PCIは見送り、薬物療法。"},
+        {"exam_id": "EX-c", "treatment_summary_en": "A 75-year-old man, EF 60%.", "treatment_summary_ja": ""},
+        {"exam_id": "EX-d", "treatment_summary_en": "x", "treatment_summary_ja": "x", "dominance": "left",
+         "lesions": "#13 75%", "plan": "PCI", "culprit_segment": "13"}])
+    found = corpus.exam_findings(reports).set_index("exam_id")
+    assert found.loc["EX-a", list(corpus.FINDING_COLUMNS)].tolist() == ["right", "#2 100%; #6 90%", "PCI", "6"]
+    assert found.loc["EX-b", list(corpus.FINDING_COLUMNS)].tolist() == ["", "#6 90%", "medical", ""]
+    assert found.loc["EX-c", list(corpus.FINDING_COLUMNS)].tolist() == ["", "", "", ""]
+    assert found["findings_source"].tolist() == ["parsed_summary"] * 3 + ["report_source"]
+    records = found.reset_index().loc[[0, 0, 1, 2, 3]]   # several key frames of one exam count once
+    assert corpus.findings_counts(records) == {"report_source": 1, "parsed_summary": 3, "parsed_without_findings": 1}
 
 
 def _tiny(n_exams: int = 8, with_lesions: bool = True):
@@ -88,7 +114,9 @@ def test_tiny_corpus_loads_with_datasets(tmp_path):
     assert np.array_equal(np.asarray(row["image"]), frames[int(src["frame_position"])])
     assert row["treatment_summary_ja"] == src["treatment_summary_ja"] and row["lesions"] == src["lesions"]
     assert set(corpus.RECORD_FIELDS) - {"file_name"} <= set(ds["train"].column_names)
-    assert (out / "README.md").read_text(encoding="utf-8").count("| train |") == 1
+    sheet = (out / "README.md").read_text(encoding="utf-8")
+    assert sheet.count("| train |") == 1
+    assert "10 exam(s)\n  from the reports file, 0 parsed, of which 0 gave\n  no finding at all" in sheet
 
 
 def test_statistics_count_texts_tokens_and_vocabulary():
