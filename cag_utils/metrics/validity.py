@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
-from cag_utils.metrics.findings import lesion_counts, parse_summary, restrict_to_artery
+from cag_utils.metrics.findings import _f1_from_counts, lesion_counts, parse_summary, restrict_to_artery
 from cag_utils.metrics.perturb import INSIGNIFICANT, KINDS, SIGNIFICANT
 from cag_utils.metrics.text import normalise, sentence_scores
 from cag_utils.metrics.vlscore import vlscore_of_texts
@@ -41,12 +41,6 @@ def references_of(predictions: pd.DataFrame) -> pd.DataFrame:
     cols = ["record_id", "patient_id", "language", "reference"]
     return (predictions[cols].drop_duplicates(["record_id", "language"]).sort_values(["language", "record_id"])
             .reset_index(drop=True))
-
-
-def _f1(truth: Sequence[Any], predicted: Sequence[Any]) -> np.ndarray:
-    c = lesion_counts(truth, predicted)
-    denom = 2 * c[:, 0] + c[:, 1] + c[:, 2]
-    return np.where(denom > 0, 2 * c[:, 0] / np.maximum(denom, 1), 1.0)
 
 
 def score_perturbations(references: pd.DataFrame, perturbations: pd.DataFrame, *, embedder: Any,
@@ -73,9 +67,9 @@ def score_perturbations(references: pd.DataFrame, perturbations: pd.DataFrame, *
     truth = [ref_findings[t].lesions for t in rows["reference"]]
     found = [f.lesions for f in text_findings]
     side = [laterality.get(r) for r in rows["record_id"]]
-    out["f1_exam"] = _f1(truth, found)
-    out["f1_shown_artery"] = _f1([restrict_to_artery(t, s) for t, s in zip(truth, side)],
-                                 [restrict_to_artery(f, s) for f, s in zip(found, side)])
+    out["f1_exam"] = _f1_from_counts(lesion_counts(truth, found))
+    out["f1_shown_artery"] = _f1_from_counts(lesion_counts([restrict_to_artery(t, s) for t, s in zip(truth, side)],
+                                                           [restrict_to_artery(f, s) for f, s in zip(found, side)]))
     same = [(a.dominance, a.lesions, a.plan) == (b.dominance, b.lesions, b.plan)
             for a, b in zip((ref_findings[t] for t in rows["reference"]), text_findings)]
     out[CONTROL] = np.asarray(same, dtype=float)
