@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from cag_utils.dicom import write_xa
 from cag_utils.diskspace import cohort_bytes, folder_bytes, require_space
 from cag_utils.synth import anatomy, imaging
-from cag_utils.synth.reports import make_reports, sample_clinical_facts
+from cag_utils.synth.reports import ClinicalFacts, make_reports, sample_clinical_facts
 
 GENERATOR_VERSION = 8  # bump when the image model changes, so cached cohorts are rebuilt
 GENERATOR_KEYS = ("seed", "n_annotation_exams", "n_independent_exams", "image_size", "frame_rate",
@@ -111,23 +111,61 @@ def exam_catheters(rng: np.random.Generator) -> tuple[dict[str, str], str]:
     return pick, access
 
 
-def _generate_exam(task: ExamTask) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Render and write all runs of one exam; return its label rows and report record."""
+@dataclass(frozen=True)
+class ExamDraw:
+    """What an exam is before any frame is rendered: the patient's clinical facts, their reports and the
+    study's UID (the loader's exam pseudonym is derived from it)."""
+
+    facts: ClinicalFacts
+    reports: dict[str, str]
+    study_uid: str
+    geometry: dict[str, Any]
+
+
+def _draw_exam(task: ExamTask) -> tuple[ExamDraw, np.random.Generator]:
+    """The exam's facts and reports, and its random stream positioned where the rendering starts."""
     s, p = task.settings, task.patient
     rng = np.random.default_rng(np.random.SeedSequence(task.seed[0], spawn_key=task.seed[1:]))
     anat_rng = np.random.default_rng(p["anatomy_seed"])  # same heart for both visits
-    female = p["PatientSex"] == "F"
     dominance = anatomy.sample_dominance(anat_rng)
-    geometry = anatomy.sample_geometry(anat_rng, female)
+    geometry = anatomy.sample_geometry(anat_rng, p["PatientSex"] == "F")
     lesions = anatomy.sample_lesions(rng, dominance)
     facts = sample_clinical_facts(rng, lesions, dominance)
     facts = type(facts)(**{**facts.__dict__, "age": int(p["PatientAge"][:3]), "sex": p["PatientSex"]})
     reports = make_reports(facts, rng)
+    study_uid = generate_uid(entropy_srcs=[f"{s['seed']}-{task.cohort}-{task.index}", "study"])
+    return ExamDraw(facts, reports, study_uid, geometry), rng
+
+
+def _tasks(cfg: dict[str, Any], raw_dir: Path) -> list[ExamTask]:
+    """One task per exam (annotation cohort first), each with its own SeedSequence child."""
+    settings = {**generator_settings(cfg), "raw_dir": str(raw_dir)}
+    root = np.random.SeedSequence(cfg["seed"])
+    tasks: list[ExamTask] = []
+    for c, (cohort, n) in enumerate((("annotation", cfg["n_annotation_exams"]),
+                                     ("independent", cfg["n_independent_exams"]))):
+        patients = _patients(np.random.default_rng([cfg["seed"], c]), n, prefix=c + 1)
+        tasks += [ExamTask(cohort, i, p, (root.entropy, c, i), settings) for i, p in enumerate(patients)]
+    return tasks
+
+
+def draw_exams(cfg: dict[str, Any]) -> list[ExamDraw]:
+    """The facts and reports of every exam ``generate_cohort(raw_dir, cfg)`` writes, in its order, without
+    rendering a frame (seconds, not minutes): e.g. to write more summaries of a cohort whose raw files are
+    gone. The same code draws them for ``_generate_exam``, so they are the exams' own."""
+    return [_draw_exam(t)[0] for t in _tasks(cfg, Path("."))]
+
+
+def _generate_exam(task: ExamTask) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Render and write all runs of one exam; return its label rows and report record."""
+    s, p = task.settings, task.patient
+    draw, rng = _draw_exam(task)
+    facts, reports, study_uid, geometry = draw.facts, draw.reports, draw.study_uid, draw.geometry
+    dominance, lesions, female = facts.dominance, facts.lesions, p["PatientSex"] == "F"
     folder = Path(task.cohort) / _exam_folder(p)
     out_dir = Path(s["raw_dir"]) / folder
     out_dir.mkdir(parents=True, exist_ok=True)
     uid_root = f"{s['seed']}-{task.cohort}-{task.index}"
-    study_uid = generate_uid(entropy_srcs=[uid_root, "study"])
     header = {k: p[k] for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
                                 "StudyDate", "AccessionNumber")}
     header.update(StudyTime="093000", StudyInstanceUID=study_uid, InstitutionName="SYNTHETIC HEART CENTER",
@@ -178,13 +216,7 @@ def generate_cohort(raw_dir: str | Path, cfg: dict[str, Any], workers: int = 1, 
     if raw_dir.exists():
         shutil.rmtree(raw_dir)
     raw_dir.mkdir(parents=True)
-    settings = {**generator_settings(cfg), "raw_dir": str(raw_dir)}
-    root = np.random.SeedSequence(cfg["seed"])
-    tasks: list[ExamTask] = []
-    for c, (cohort, n) in enumerate((("annotation", cfg["n_annotation_exams"]),
-                                     ("independent", cfg["n_independent_exams"]))):
-        patients = _patients(np.random.default_rng([cfg["seed"], c]), n, prefix=c + 1)
-        tasks += [ExamTask(cohort, i, p, (root.entropy, c, i), settings) for i, p in enumerate(patients)]
+    tasks = _tasks(cfg, raw_dir)
     labels_path, reports_path = raw_dir / "labels.csv", raw_dir / "reports.jsonl"
     with labels_path.open("w", newline="") as lf, reports_path.open("w", encoding="utf-8") as rf, \
             ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
