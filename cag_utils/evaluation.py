@@ -340,10 +340,11 @@ def key_frames(corpus_dir: str | Path, records: pd.DataFrame, record_ids: Sequen
 
 
 def embedder_folder(cfg: dict[str, Any], records: pd.DataFrame) -> Path:
-    """The VLScore embedder: ``eval_embedder_path`` when set, else the committed ConceptCLIP stand-in that
-    notebook 05 used (``vlm.stage.load_standins``)."""
+    """The VLScore embedder: ``eval_embedder_path`` when set, else the committed embedder stand-in
+    (``vlm.embedder_standin``: trained on whole summaries of an auxiliary cohort, checked against the profile
+    and for patients shared with ``records``)."""
     from cag_utils.config import ConfigError, load_config
-    from cag_utils.vlm import stage
+    from cag_utils.vlm import embedder_standin
 
     if cfg["eval_embedder_path"]:
         return Path(cfg["eval_embedder_path"])
@@ -351,7 +352,7 @@ def embedder_folder(cfg: dict[str, Any], records: pd.DataFrame) -> Path:
     if not ft["vlm_use_standins"]:
         raise ConfigError("eval_embedder_path is empty and the profile has no stand-ins (vlm_use_standins: false): "
                           "set it to a local SigLIP-format ConceptCLIP folder")
-    return Path(stage.load_standins(ft, set(records["patient_id"]))["folders"]["conceptclip"])
+    return embedder_standin.load_folder(ft, cfg, set(records["patient_id"]))
 
 
 def per_item_rows(items: pd.DataFrame) -> pd.DataFrame:

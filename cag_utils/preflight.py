@@ -229,14 +229,21 @@ def check_finetune(cfg: Mapping[str, Any]) -> list[Row]:
 
 
 def check_evaluation(cfg: Mapping[str, Any]) -> list[Row]:
-    """Notebook 06: the VLScore embedder (`evaluation.embedder_folder`): eval_embedder_path, else the stand-in."""
+    """Notebook 06: the VLScore embedder (`evaluation.embedder_folder`): eval_embedder_path, else the embedder
+    stand-in (present and made with this profile's settings)."""
     kinds, what = ("config", "weights", "tokenizer", "processor"), "evaluation embedder"
     if cfg["eval_embedder_path"]:
         return [check_checkpoint(what, "eval_embedder_path", cfg["eval_embedder_path"], kinds, ("siglip",))]
     ft = load_config(cfg["profile"], "finetune", {"seed": cfg["seed"]})
     if not ft["vlm_use_standins"]:
         return [check_checkpoint(what, "eval_embedder_path", "", kinds)]
-    folder = REPO_ROOT / ft["vlm_standins_dir"] / "conceptclip"
+    from cag_utils.vlm import embedder_standin
+
+    fix = f"python -m cag_utils.vlm.make_standins --profile {cfg['profile']} --only embedder"
+    try:
+        folder = embedder_standin.load_folder(ft, dict(cfg), set())
+    except (embedder_standin.EmbedderOutOfDate, ValueError) as exc:
+        return [Row(what, str(exc), fix)]
     return [check_checkpoint(what, "vlm_standins_dir", str(folder.resolve()), kinds, ("siglip",))]
 
 

@@ -165,3 +165,20 @@ def test_frame_index_baseline_predicts_the_test_split(ingested):
     assert set(pred["pred_key_frame_category"]) <= {"better", "bad", "others"}
     assert (pred["pred"] // 3 == pred["frame_uid"].map(table.set_index("frame_uid")["laterality"]).map({"LCA": 0, "RCA": 1})).all()
     assert 0.0 < baselines.key_frame_f1(pred["key_frame_category"], pred["pred_key_frame_category"]) < 0.75
+
+
+def test_drawn_exams_are_the_written_ones(small_cohort, small_cfg, ingested):
+    """`draw_exams` replays each exam's facts and reports without rendering: the very records of reports.jsonl,
+    in its order, and study UIDs whose pseudonyms are the loader's exam IDs."""
+    from cag_utils.deid import Pseudonymizer
+    from cag_utils.synth.cohort import draw_exams
+
+    draws = draw_exams(small_cfg)
+    written = [json.loads(line) for line in (small_cohort / "reports.jsonl").read_text().splitlines()]
+    assert len(draws) == len(written) == small_cfg["n_annotation_exams"] + small_cfg["n_independent_exams"]
+    for d, w in zip(draws, written):
+        assert d.facts.dominance == w["dominance"]
+        assert "; ".join(f"#{l.segment} {l.percent}%" for l in d.facts.lesions) == w["lesions"]
+        assert {k: d.reports[k] for k in d.reports} == {k: w[k] for k in d.reports}
+    loader_ids = {e for out in ingested.values() for e in out["exam_ids"].values()}
+    assert {Pseudonymizer(SALT).pseudonym(d.study_uid, "EX-") for d in draws} == loader_ids

@@ -20,8 +20,8 @@ the area of their triangle, and in the paper's ablation it agreed better with ra
 cosine similarity, a minimal bounding sphere and an image-centred cosine. None of these sources
 gives the exact expression or its normalisation; the form above is ours.
 
-The embedder is pluggable (``Embedder``): the ConceptCLIP stand-in of notebook 05 (a small
-``SiglipModel`` folder) in the smoke profile, ConceptCLIP in the paper profile, both read by
+The embedder is pluggable (``Embedder``): the embedder stand-in (``vlm.embedder_standin``, a small
+``SiglipModel`` folder trained on whole summaries) in the smoke profile, ConceptCLIP in the paper profile, both read by
 ``SiglipEmbedder.from_pretrained`` from a local folder (nothing is downloaded).
 """
 from __future__ import annotations

@@ -124,8 +124,13 @@ def training_data(cfg: dict[str, Any], p: dict[str, Any], progress: bool = True
 
 
 def text_ids(tokenizer, texts: list[str], length: int) -> torch.Tensor:
-    """Padded ids; a text longer than the tower is an error (VLScore would cut it)."""
-    return standins.caption_ids(tokenizer, texts, length)
+    """Ids padded to the tower's length, as ``SiglipEmbedder`` pads; a longer text is an error (VLScore would
+    cut it)."""
+    ids = tokenizer(texts, truncation=False)["input_ids"]
+    longest = max(map(len, ids), default=0)
+    if longest > length:
+        raise ValueError(f"a text of {longest} tokens is longer than caption_length={length} tokens")
+    return torch.tensor([i + [tokenizer.pad_token_id] * (length - len(i)) for i in ids])
 
 
 class Pairs:
@@ -258,14 +263,14 @@ def make(ft: dict[str, Any], ev: dict[str, Any], root: Path, progress: bool = Tr
 
     from cag_utils.results import describe_device, git_sha, package_versions
 
-    p = params(ft, ev)
+    p, sha = params(ft, ev), git_sha()   # the code that trains: read before anything can change the tree
     tok = AutoTokenizer.from_pretrained(root / "tokenizer")
     frames, table, texts = training_data(ft, p, progress)
     folder = root / NAME
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     record = train(folder, tok, frames, table, texts, p, progress)
-    record.update(git_sha=git_sha(), versions=package_versions(), device=describe_device())
+    record.update(git_sha=sha, versions=package_versions(), device=describe_device())
     (folder / standins.DONE).write_text(json.dumps(record, indent=1, ensure_ascii=False))
     return record
 

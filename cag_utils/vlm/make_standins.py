@@ -3,7 +3,9 @@
     python -m cag_utils.vlm.make_standins --profile smoke          # -> models/standins/smoke/
 
 Writes ``tokenizer/``, ``lm/``, ``siglip/`` and ``conceptclip/`` (``save_pretrained`` folders, each
-with its record ``standin.json``: losses per step, held-out curve, parameters) and
+with its record ``standin.json``: losses per step, held-out curve, parameters), then notebook 06's
+VLScore embedder ``embedder/`` (``vlm.embedder_standin``, its own record and settings; ``--only embedder``
+retrains it alone, leaving notebook 05's parts and their provenance as they are), and
 ``provenance.json`` (the stand-in settings, git SHA, versions, wall time per part, the auxiliary
 cohort's size and pseudonymous patients, and linear-probe scores of both encoders on its held-out
 patients). Deterministic: the same settings and code give the same loss logs
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cag_utils.vlm import build, probe, standins, tokenizer
+from cag_utils.vlm import build, embedder_standin, probe, standins, tokenizer
 
 STANDIN_STREAM = 0x564C4D   # "VLM": the auxiliary cohort's seed stream (the CNN pretraining uses its own)
 PARTS = ("tokenizer", "lm", "siglip", "conceptclip")
@@ -197,12 +199,20 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m cag_utils.vlm.make_standins", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--out", type=Path, default=None, help="folder (default models/standins/<profile>)")
+    ap.add_argument("--only", choices=["embedder"], default=None,
+                    help="retrain only notebook 06's VLScore embedder (reads the tokenizer already in the folder)")
     args = ap.parse_args(argv)
     cfg = load_config(args.profile, "finetune")
+    out = args.out or default_out(args.profile)
     seed_everything(cfg["seed"], threads=cfg["torch_threads"])
     t0 = time.perf_counter()
-    prov = make(cfg, args.out or default_out(args.profile))
-    print(json.dumps({"wall_seconds": prov["wall_seconds"], "probes_aux_heldout": prov["probes_aux_heldout"]}, indent=1))
+    if args.only is None:
+        prov = make(cfg, out)
+        print(json.dumps({"wall_seconds": prov["wall_seconds"], "probes_aux_heldout": prov["probes_aux_heldout"]},
+                         indent=1))
+    ft, ev = embedder_standin.configs(args.profile)
+    rec = embedder_standin.make(ft, ev, out)
+    print(json.dumps({"embedder": {k: rec[k] for k in ("steps", "stopped", "heldout_checks", "wall_seconds")}}, indent=1))
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

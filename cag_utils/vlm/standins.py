@@ -13,7 +13,7 @@ compendium downloads PaliGemma rather than training it. The weights are committe
   disjoint from every split), 16-px patches: ``siglip`` with generic captions (artery and view),
   ``conceptclip`` with concept-rich captions (artery, view and the lesions of the shown artery as
   AHA segment and grade), the analogue of a medical, concept-aligned encoder such as ConceptCLIP.
-  Notebook 06 reuses the second as the VLScore embedder (``load_embedder``).
+  Notebook 06's VLScore embedder is a third SigLIP, trained on whole summaries (``vlm.embedder_standin``).
 
 SigLIP's own loss counts every other caption of a batch as a negative; with a few dozen distinct
 captions, most pairs of a batch share one, and the loss stalls. ``sigmoid_loss`` treats every pair
@@ -316,7 +316,7 @@ def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str
 
 
 def load_embedder(folder: str | Path):
-    """(SiglipModel, SiglipProcessor) of a stand-in folder: the joint image-text embedder notebook 06 can reuse."""
+    """(SiglipModel, SiglipProcessor) of a SigLIP stand-in folder (a joint image-text embedder)."""
     from transformers import SiglipModel, SiglipProcessor
 
     return SiglipModel.from_pretrained(folder).eval(), SiglipProcessor.from_pretrained(folder)
