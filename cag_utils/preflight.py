@@ -105,10 +105,15 @@ def check_checkpoint(what: str, key: str, value: str, kinds: Sequence[str], mode
 
 def check_standins(cfg: Mapping[str, Any]) -> Row:
     """Smoke: the committed stand-ins (provenance.json, the same vlm_standin_* settings, every part's files)."""
-    from cag_utils.vlm import stage
+    from cag_utils.cachecheck import CacheError
+    from cag_utils.vlm import make_standins, stage
 
+    damaged = None
     try:
         parts = stage.load_standins(dict(cfg), set())
+    except CacheError as exc:   # a part's files fail SHA256SUMS or are unreadable; missing files named below
+        damaged = exc
+        parts = {"folders": {name: REPO_ROOT / cfg["vlm_standins_dir"] / name for name in make_standins.PARTS}}
     except (OSError, ValueError, KeyError, RuntimeError) as exc:   # StandinsOutOfDate: a RuntimeError
         return Row("stand-in checkpoints", str(exc), f"make standins (profile {cfg['profile']})")
     needs = {"tokenizer": ("tokenizer",), "lm": ("config", "weights", "tokenizer")}
@@ -116,6 +121,8 @@ def check_standins(cfg: Mapping[str, Any]) -> Row:
                for m in missing_files(folder, needs.get(name, ("config", "weights", "tokenizer", "processor")))]
     if missing:
         return Row("stand-in checkpoints", "; ".join(missing), f"make standins (profile {cfg['profile']})")
+    if damaged is not None:
+        return Row("stand-in checkpoints", str(damaged), damaged.fix)
     return Row("stand-in checkpoints", detail=f"{cfg['vlm_standins_dir']} (provenance.json, settings match)")
 
 
@@ -242,7 +249,7 @@ def check_evaluation(cfg: Mapping[str, Any]) -> list[Row]:
     fix = f"python -m cag_utils.vlm.make_standins --profile {cfg['profile']} --only embedder"
     try:
         folder = embedder_standin.load_folder(ft, dict(cfg), set())
-    except (embedder_standin.EmbedderOutOfDate, ValueError) as exc:
+    except (embedder_standin.EmbedderOutOfDate, ValueError, RuntimeError) as exc:   # CacheError: a RuntimeError
         return [Row(what, str(exc), fix)]
     return [check_checkpoint(what, "vlm_standins_dir", str(folder.resolve()), kinds, ("siglip",))]
 

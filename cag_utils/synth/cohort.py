@@ -5,6 +5,7 @@
     raw/labels.csv      file, frame, laterality, key_frame_category (+ simulated state)
     raw/reports.jsonl   one object per exam: exam folder, reports (ja/en), plan, lesions
     raw/cohort.json     generator settings; a cohort with the same settings is reused
+    raw/SHA256SUMS      sha256 of every file above, written last (`cag_utils.cachecheck`)
 
 Headers carry PHI-like values (fake names, IDs, birth and study dates; folder names are
 built from them) that the loader must remove. Exams are generated in parallel processes,
@@ -12,6 +13,9 @@ one SeedSequence child per exam, so the cohort does not depend on the number of 
 each worker writes its exam and returns only labels and reports (memory stays flat).
 Before anything is written, the cohort's size is estimated (`cag_utils.diskspace.cohort_bytes`)
 and generation stops with DiskSpaceError when the disk cannot hold it.
+A cohort is reused only when its files match SHA256SUMS; a damaged one is generated again (logged on
+`cag_utils.cache`). One written before the sums existed is checked for what is cheap: labels.csv matches
+the fingerprint in cohort.json and every labelled file is there (the reader refuses unreadable files).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import numpy as np
 from pydicom.uid import generate_uid
 from tqdm.auto import tqdm
 
+from cag_utils.cachecheck import SUMS_NAME, _short, check_folder, log, write_sums
 from cag_utils.dicom import write_xa
 from cag_utils.diskspace import cohort_bytes, folder_bytes, require_space
 from cag_utils.synth import anatomy, imaging
@@ -210,7 +215,9 @@ def generate_cohort(raw_dir: str | Path, cfg: dict[str, Any], workers: int = 1, 
     """Write the cohort described by `cfg` (a data-stage config) under raw_dir; reuse a current one."""
     raw_dir = Path(raw_dir)
     if not force and cohort_is_current(raw_dir, cfg):
-        return raw_dir
+        if (problem := cohort_problem(raw_dir)) is None:
+            return raw_dir
+        log.warning("raw cohort %s is damaged (%s): generating it again", _short(raw_dir), problem)
     need, how = cohort_bytes(cfg)  # refuse before deleting or writing anything
     require_space(raw_dir, need, "the synthetic cohort", how, reclaimable=folder_bytes(raw_dir))
     if raw_dir.exists():
@@ -231,4 +238,22 @@ def generate_cohort(raw_dir: str | Path, cfg: dict[str, Any], workers: int = 1, 
     meta = {"settings": generator_settings(cfg), "n_exams": len(tasks),
             "fingerprint": hashlib.sha256(labels_path.read_bytes()).hexdigest()[:16]}
     (raw_dir / "cohort.json").write_text(json.dumps(meta, indent=2))
+    write_sums(raw_dir, [p.relative_to(raw_dir).as_posix() for p in sorted(raw_dir.rglob("*")) if p.is_file()])
     return raw_dir
+
+
+def cohort_problem(raw_dir: Path) -> str | None:
+    """Why a generated cohort cannot be reused (a file fails SHA256SUMS; without sums: labels.csv differs from
+    its fingerprint or a labelled file is missing), or None."""
+    if (raw_dir / SUMS_NAME).is_file():
+        problems = check_folder(raw_dir)
+        return "; ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3 else "") or None
+    labels = raw_dir / "labels.csv"
+    if not labels.is_file():
+        return "labels.csv is missing"
+    if hashlib.sha256(labels.read_bytes()).hexdigest()[:16] != json.loads((raw_dir / "cohort.json").read_text()).get(
+            "fingerprint"):
+        return "labels.csv does not match its fingerprint in cohort.json"
+    with labels.open(newline="") as fh:
+        missing = sorted({r["file"] for r in csv.DictReader(fh) if not (raw_dir / r["file"]).is_file()})
+    return f"{len(missing)} labelled file(s) missing, e.g. {missing[0]}" if missing else None

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cag_utils.vlm import standins
+from cag_utils.vlm import sealed, standins
 
 NAME = "embedder"
 LANGUAGES = ("ja", "en")
@@ -272,6 +272,7 @@ def make(ft: dict[str, Any], ev: dict[str, Any], root: Path, progress: bool = Tr
     record = train(folder, tok, frames, table, texts, p, progress)
     record.update(git_sha=sha, versions=package_versions(), device=describe_device())
     (folder / standins.DONE).write_text(json.dumps(record, indent=1, ensure_ascii=False))
+    sealed.seal_folder(folder)   # after training: reads the files only
     return record
 
 
@@ -284,6 +285,7 @@ def load_folder(ft: dict[str, Any], ev: dict[str, Any], other_patients: set[str]
     fix = f"run `python -m cag_utils.vlm.make_standins --profile {ft['profile']} --only embedder`"
     if not (folder / standins.DONE).is_file():
         raise EmbedderOutOfDate(f"no embedder stand-in in {ft['vlm_standins_dir']}: {fix}")
+    sealed.require_intact(folder, sealed.standin_fix(ft["profile"], NAME))   # SHA256SUMS, else readable
     record = json.loads((folder / standins.DONE).read_text())
     wanted = json.loads(json.dumps(params(ft, ev)))
     if record["settings"] != wanted:

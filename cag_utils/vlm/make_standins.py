@@ -9,7 +9,8 @@ retrains it alone, leaving notebook 05's parts and their provenance as they are)
 ``provenance.json`` (the stand-in settings, git SHA, versions, wall time per part, the auxiliary
 cohort's size and pseudonymous patients, and linear-probe scores of both encoders on its held-out
 patients). Deterministic: the same settings and code give the same loss logs
-(``tests/test_standins.py`` retrains the first steps of each part and compares).
+(``tests/test_standins.py`` retrains the first steps of each part and compares). Each part folder gets a
+``SHA256SUMS`` last (``vlm.sealed``), which notebook 05 checks; ``--seal`` writes it for finished folders.
 
 Data, none of it from the cohorts the notebooks use:
 - text: ``tokenizer.draw_reports`` (the report generator with its own seed stream), training and
@@ -31,7 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cag_utils.vlm import build, embedder_standin, probe, standins, tokenizer
+from cag_utils.cachecheck import SUMS_NAME
+from cag_utils.vlm import build, embedder_standin, probe, sealed, standins, tokenizer
 
 STANDIN_STREAM = 0x564C4D   # "VLM": the auxiliary cohort's seed stream (the CNN pretraining uses its own)
 PARTS = ("tokenizer", "lm", "siglip", "conceptclip")
@@ -111,6 +113,7 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
     tok = tokenizer.train_tokenizer(tokenizer.plain(train_texts), p["text"]["vocab_size"])
     tok.save_pretrained(tok_dir)
     _write_record(tok_dir, {"kind": "tokenizer", "n_texts": len(train_texts), "vocab_size": len(tok)})
+    sealed.seal_folder(tok_dir)
     tok = AutoTokenizer.from_pretrained(tok_dir)
     pali = tokenizer.family_tokenizer(tok, "paligemma")
     build.make_processor("paligemma", pali, standins.image_processor(p["vision"]), 1)   # adds <loc>/<seg> tokens
@@ -120,6 +123,7 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
     lm_dir = _fresh(out / "lm")
     _write_record(lm_dir, standins.pretrain_lm(lm_dir, tok, len(pali), train_texts, val_texts, cap(p["lm"]), seed,
                                                progress))
+    sealed.seal_folder(lm_dir)
     walls["lm"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -135,6 +139,7 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
         rec["example_captions"] = sorted(set(caps))[:3]
         _write_record(folder, rec)
         write_first_batches(folder, frames[train], [c for c, k in zip(caps, train) if k], p["vision"], seed)
+        sealed.seal_folder(folder)
         walls[name] = time.perf_counter() - t0
     folders = {name: out / name for name in PARTS}
     provenance = {
@@ -176,14 +181,20 @@ def _write_record(folder: Path, record: dict[str, Any]) -> None:
 
 
 def _record_digest(folder: Path) -> str:
-    """sha256 over a part's files (names and bytes; not the test's first batches): what notebook 05 names its
-    caches by."""
+    """sha256 over a part's files (names and bytes; not the test's first batches nor SHA256SUMS): what notebook
+    05 names its caches by."""
     h = hashlib.sha256()
     for f in sorted(folder.rglob("*")):
-        if f.is_file() and f.name != FIRST_BATCHES:
+        if f.is_file() and f.name not in (FIRST_BATCHES, SUMS_NAME):
             h.update(f.relative_to(folder).as_posix().encode())
             h.update(f.read_bytes())
     return h.hexdigest()
+
+
+def seal_parts(out: Path, names: list[str]) -> list[Path]:
+    """SHA256SUMS of each finished part folder of ``out`` (one with its record ``standin.json``), e.g. for
+    folders trained before the sums were written; the files are taken as they are, so run it on a clean tree."""
+    return [sealed.seal_folder(out / name) for name in names if (out / name / standins.DONE).is_file()]
 
 
 def default_out(profile: str) -> Path:
@@ -201,9 +212,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="folder (default models/standins/<profile>)")
     ap.add_argument("--only", choices=["embedder"], default=None,
                     help="retrain only notebook 06's VLScore embedder (reads the tokenizer already in the folder)")
+    ap.add_argument("--seal", action="store_true",
+                    help="train nothing: record SHA256SUMS of the finished part folders (with --only: that part)")
     args = ap.parse_args(argv)
     cfg = load_config(args.profile, "finetune")
     out = args.out or default_out(args.profile)
+    if args.seal:
+        for path in seal_parts(out, [args.only] if args.only else [*PARTS, embedder_standin.NAME]):
+            print(f"wrote {sealed.shown(path)}")
+        return
     seed_everything(cfg["seed"], threads=cfg["torch_threads"])
     t0 = time.perf_counter()
     if args.only is None:

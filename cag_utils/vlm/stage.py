@@ -13,6 +13,7 @@ images, and compute the held-out summary losses behind the image-reliance measur
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cag_utils.cachecheck import CacheError
+from cag_utils.cachecheck import log as cache_log
 from cag_utils.intervals import format_interval
-from cag_utils.vlm import build, data, generate, lora, standins, tokenizer
+from cag_utils.vlm import build, data, generate, lora, sealed, standins, tokenizer
 
 GEN_VARIANTS = ("without_lora", "with_lora", "with_lora_blank_image")
 
@@ -63,7 +66,11 @@ def load_standins(cfg: dict[str, Any], other_patients: set[str]) -> dict[str, An
     prov_file = root / "provenance.json"
     if not prov_file.is_file():
         raise StandinsOutOfDate(f"no stand-ins in {cfg['vlm_standins_dir']}: {fix}")
-    prov = json.loads(prov_file.read_text())
+    try:
+        prov = json.loads(prov_file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CacheError(sealed.shown(prov_file.parent), f"provenance.json is unreadable ({type(exc).__name__})",
+                         sealed.standin_fix(cfg["profile"])) from None
     wanted = json.loads(json.dumps(make_standins.params(cfg)))
     if prov["settings"] != wanted:
         diff = sorted(f"{g}.{k}" for g in wanted for k in (wanted[g] if isinstance(wanted[g], dict) else [g])
@@ -74,6 +81,8 @@ def load_standins(cfg: dict[str, Any], other_patients: set[str]) -> dict[str, An
     if shared:
         raise ValueError(f"{len(shared)} patient(s) of the stand-ins' auxiliary cohort are in the notebooks' cohorts")
     folders = {name: root / name for name in make_standins.PARTS}
+    for folder in folders.values():   # SHA256SUMS written by make_standins (else: readable)
+        sealed.require_intact(folder, sealed.standin_fix(cfg["profile"]))
     records = {name: json.loads((f / standins.DONE).read_text()) for name, f in folders.items()}
     return {"folders": folders, "records": records, "provenance": prov}
 
@@ -252,7 +261,7 @@ def finetune_family(cfg: dict[str, Any], name: str, source: Path | None, example
     key = standins.digest(lp, {k: v for k, v in tp.items() if k != "device"}, cfg["seed"], origin, text_only,
                           [(e.record_id, e.language, e.prompt, e.reference) for e in kept["train"] + kept["val"]])[:12]
     folder = adapter_root / f"{name}-{tag}-{key}"
-    if (folder / "training.json").is_file():
+    if reusable_adapter(folder):
         model, record = lora.load_adapter(model, folder)
         counts = record["parameters"]
     else:
@@ -279,6 +288,18 @@ def finetune_family(cfg: dict[str, Any], name: str, source: Path | None, example
             "blank": blanked}, "skipped": pd.concat(skipped, ignore_index=True), "record": record,
             "parameters": counts, "adapter": folder, "timing": timing,
             "length": {s: data.length_stats(e) for s, e in enc.items()}}
+
+
+def reusable_adapter(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished adapter (``training.json``) that passes its SHA256SUMS (else: loads);
+    a damaged one is removed, to be trained again (logged on ``cag_utils.cache``)."""
+    if not (folder / "training.json").is_file():
+        return False
+    if (problem := sealed.folder_problem(folder)) is None:
+        return True
+    cache_log.warning("LoRA adapter %s is damaged (%s): training it again", sealed.shown(folder), problem)
+    shutil.rmtree(folder)
+    return False
 
 
 def _trained_tokens(encoded: list[dict[str, torch.Tensor]], steps: int, batch_size: int) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,13 +58,24 @@ def standin_dir(root: str | Path, name: str, config: dict[str, Any], *data: Any)
 
 
 def cached(folder: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``build(folder)`` unless the folder holds a finished part; returns its record."""
+    """Run ``build(folder)`` unless the folder holds a finished, intact part; returns its record.
+
+    The folder is sealed (``sealed.seal_folder``) after its record; a finished folder whose files fail
+    the check (``sealed.folder_problem``) is removed and built again, logged on ``cag_utils.cache``."""
+    from cag_utils.cachecheck import log
+    from cag_utils.vlm import sealed
+
     marker = folder / DONE
     if marker.is_file():
-        return {**json.loads(marker.read_text()), "cached": True}
+        problem = sealed.folder_problem(folder)
+        if problem is None:
+            return {**json.loads(marker.read_text()), "cached": True}
+        log.warning("cached model %s is damaged (%s): building it again", sealed.shown(folder), problem)
+        shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     record = build(folder)
     marker.write_text(json.dumps(record, indent=1, ensure_ascii=False))
+    sealed.seal_folder(folder)
     return {**record, "cached": False}
 
 
