@@ -19,7 +19,8 @@ case is reproducible from its number alone:
                          header, before any pixel buffer is allocated)
 
 `run_case` reads one case at the `reader` level (`read_xa`) or the `ingest` level (one exam
-through `cag_utils.ingest._ingest_exam`) under a time limit, and classifies it: `read`,
+through `cag_utils.ingest._ingest_exam`) under a time limit (SIGALRM in the main thread, a
+watched worker thread elsewhere: `_with_deadline`), and classifies it: `read`,
 `refused` (a typed `DicomReadError`, or a reject row at ingest), `crash` (any other
 exception) or `timeout`; `leaks` counts cases whose error text or log named a fake identifier.
 `fuzz` runs many cases and returns the counts; benchmarks/fuzz_dicom.py writes them to
@@ -27,16 +28,18 @@ results/fuzz_dicom.json and tests/test_dicom_fuzz.py runs a few hundred.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from collections import Counter
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -262,26 +265,57 @@ def make_case(seed_path: Path, out: Path, number: int, base_seed: int = 0,
 
 
 # --------------------------------------------------------------------------- running
-@contextmanager
-def _deadline(seconds: float) -> Iterator[None]:
-    """CaseTimeout after `seconds` (SIGALRM; main thread of a POSIX process only, else no limit)."""
-    import threading
+def _with_deadline(attempt: Callable[[], tuple[str, str, str]], seconds: float) -> tuple[str, str, str]:
+    """`attempt()` under a limit of `seconds`; ("timeout", "CaseTimeout", ...) when it runs past it.
 
-    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if not usable:
-        yield
-        return
+    Main thread of a POSIX process: SIGALRM raises CaseTimeout inside the reader. Any other thread (or no
+    `setitimer`): the attempt runs in a daemon thread that is waited for `seconds`; past them the case is a
+    timeout at once, and CaseTimeout is raised in that thread (`PyThreadState_SetAsyncExc`), which ends it
+    at its next Python instruction (code stuck in C ends when it returns to Python)."""
+    if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+        def alarm(signum: int, frame: Any) -> None:
+            raise CaseTimeout()
 
-    def alarm(signum: int, frame: Any) -> None:
-        raise CaseTimeout()
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            return attempt()
+        except CaseTimeout:   # raised by the alarm inside the reader (a BaseException: not caught there)
+            return "timeout", "CaseTimeout", ""
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    result: list[tuple[str, str, str]] = []
 
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    def run() -> None:
+        try:
+            result.append(attempt())
+        except CaseTimeout:
+            result.append(("timeout", "CaseTimeout", ""))
+
+    worker = threading.Thread(target=run, name="fuzz-case", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(CaseTimeout))
+        worker.join(min(1.0, seconds))   # a short grace to end it; the outcome is a timeout either way
+        return "timeout", "CaseTimeout", ("" if not worker.is_alive() else "still running past the limit")
+    return result[0]
+
+
+def _attempt(path: Path, case: Case, level: str) -> tuple[str, str, str]:
+    """(kind, error, reason) of one read of the case, without a time limit."""
     try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if level == "ingest":
+                return _ingest_one(path)
+            read_xa(path, xa_cine_only=False, label=f"case {case.number}")
+            return "read", "", ""
+    except DicomReadError as err:
+        return "refused", type(err).__name__, err.reason
+    except Exception as exc:  # what the fuzzer is looking for
+        return "crash", type(exc).__name__, str(exc)[:200]
 
 
 class _Capture(logging.Handler):
@@ -312,20 +346,8 @@ def run_case(path: Path, case: Case, level: str = "reader", time_limit_s: float 
     logger = logging.getLogger("cag_utils")
     logger.addHandler(capture)
     t0 = time.perf_counter()
-    kind, error, reason = "read", "", ""
     try:
-        with warnings.catch_warnings(), _deadline(time_limit_s):
-            warnings.simplefilter("ignore")
-            if level == "ingest":
-                kind, error, reason = _ingest_one(path)
-            else:
-                read_xa(path, xa_cine_only=False, label=f"case {case.number}")
-    except DicomReadError as err:
-        kind, error, reason = "refused", type(err).__name__, err.reason
-    except CaseTimeout:
-        kind, error = "timeout", "CaseTimeout"
-    except Exception as exc:  # what the fuzzer is looking for
-        kind, error, reason = "crash", type(exc).__name__, str(exc)[:200]
+        kind, error, reason = _with_deadline(lambda: _attempt(path, case, level), time_limit_s)
     finally:
         logger.removeHandler(capture)
     seconds = time.perf_counter() - t0

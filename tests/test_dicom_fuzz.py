@@ -193,3 +193,37 @@ def test_unexpected_exception_is_a_reject_by_type_only(tmp_path, monkeypatch, ca
     assert [r["error"] for r in out.rejects] == ["RuntimeError", "RuntimeError"]
     assert all(r["reason"] == ingest.UNEXPECTED for r in out.rejects)
     _no_phi([str(r) for r in out.rejects] + caplog.messages)
+
+
+# --------------------------------------------------------------------------- the time limit off the main thread
+def _in_thread(fn):
+    import threading
+
+    out = []
+    worker = threading.Thread(target=lambda: out.append(fn()))
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive() and out
+    return out[0]
+
+
+def test_time_limit_is_enforced_off_the_main_thread(tmp_path, monkeypatch):
+    """SIGALRM only works in the main thread: elsewhere a watched worker thread keeps the limit."""
+    import time
+
+    from cag_utils import dicom_fuzz
+
+    path = _xa(tmp_path / "IM0001")
+    case = dicom_fuzz.Case(0, path.name, "delete", "Rows", "")
+    assert _in_thread(lambda: dicom_fuzz.run_case(path, case)).kind == "read"   # an intact file reads
+
+    def hangs(*args, **kwargs):
+        while True:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(dicom_fuzz, "read_xa", hangs)
+    t0 = time.perf_counter()
+    outcome = _in_thread(lambda: dicom_fuzz.run_case(path, case, time_limit_s=0.5))
+    assert outcome.kind == "timeout" and outcome.error == "CaseTimeout" and outcome.reason == ""   # and ended
+    assert time.perf_counter() - t0 < 3
+    assert dicom_fuzz.run_case(path, case, time_limit_s=0.5).kind == "timeout"   # main thread: the alarm
