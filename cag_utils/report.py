@@ -10,6 +10,8 @@ Reads every `results/<subdir>/*.json` written by `cag_utils.results.Run.save` an
   wider than the text is scaled down to it, and a figure keeps its natural size (matplotlib's inches) unless it
   is wider than the text or taller than half the page (``adjustbox``, which the paper loads);
 - `provenance.tex`: notebook, profile, git SHA and device of every results file.
+For the default profile read from `results/`, `main` also rewrites the generated headline tables of
+README.md and docs/*.md (`cag_utils.readme_tables`).
 Files without a `results` object (e.g. benchmarks' bench_*.json) are skipped with a comment.
 Everything is sorted and has no timestamps, so rerunning on unchanged results changes nothing.
 
@@ -291,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{summary['out_dir']}: {summary['macros']} macros; wrote {len(summary['written'])} file(s), "
           f"{len(summary['unchanged'])} unchanged" + (f"; skipped {', '.join(summary['skipped'])}"
                                                        if summary["skipped"] else ""))
+    if args.profile == DEFAULT_PROFILE and Path(args.results_root).resolve() == RESULTS_ROOT.resolve():
+        from cag_utils import readme_tables  # README.md and docs/ show the committed (default-profile) results
+
+        changed = readme_tables.update()
+        print("headline tables: " + (", ".join(p.relative_to(REPO_ROOT).as_posix() for p in changed) + " rewritten"
+                                     if changed else "README.md and docs/ current"))
     return 0
 
 

@@ -1,5 +1,5 @@
 """The real-data path on a messy export tree (cag_utils.synth.export_tree): discovery, rejects,
-label/report checks, and the README walkthrough run as written."""
+label/report checks, and the data card's walkthrough (docs/real-data.md) run as written."""
 from __future__ import annotations
 
 import json
@@ -103,15 +103,15 @@ def test_nothing_usable_fails_naming_file_and_lines(export, exams, tmp_path):
 
 
 def _walkthrough() -> list[str]:
-    """The commands of the README's fixture walkthrough, continuation lines joined."""
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- fixture-walkthrough -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    """The commands of the data card's fixture walkthrough (docs/real-data.md), continuation lines joined."""
+    card = (REPO_ROOT / "docs" / "real-data.md").read_text(encoding="utf-8")
+    block = card.split("<!-- fixture-walkthrough -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     return [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip().startswith(".venv/bin/python")]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_readme_walkthrough_runs_and_refuses_the_committed_salt(tmp_path):
+def test_data_card_walkthrough_runs_and_refuses_the_committed_salt(tmp_path):
     commands = [c.replace("/tmp/cag-fixture", str(tmp_path / "fx")) for c in _walkthrough()]
     assert len(commands) == 2 and "export_tree" in commands[0] and "--only 01" in commands[1]
     env = {**os.environ, "CAG_OUTPUT_ROOT": str(tmp_path / "out")}
