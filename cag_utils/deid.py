@@ -19,7 +19,13 @@ this module follows, a subset of Table E.1-1 covering what an XA header carries)
     the same input UID giving the same output everywhere (references stay consistent);
   * every other DA/DT value is shifted by `Pseudonymizer.date_shift_days(patient key)`;
     malformed or partial dates are emptied rather than kept;
-  * safety net: any other PN (person name) element is removed;
+  * safety net for person names: any other element that is a PN in the PS3.6 dictionary is removed
+    whatever VR it was written with (a bad exporter's PerformingPhysicianName as LO, a PN as UN), as
+    is every PN-valued element; an element of an unknown (unregistered, non-private) tag written as UN
+    is removed; and every text element (LO, SH, ST, LT, UT, UC, UN), in sequences too, that contains a
+    part of a person name found anywhere in the header (`_name_pattern`: ASCII parts of 3 or more
+    letters as whole words, case-insensitive; other scripts, e.g. kanji, of 2 or more characters) is
+    removed, so a name copied into a free-text or private-turned-standard element does not survive;
   * PatientIdentityRemoved = YES, LongitudinalTemporalInformationModified = MODIFIED,
     DeidentificationMethod and DeidentificationMethodCodeSequence are set.
 The patient key is the original PatientID, else PatientName, else StudyInstanceUID.
@@ -37,6 +43,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -45,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -137,11 +145,47 @@ def _is_registered(uid: str) -> bool:
     return UID(uid).name != uid  # pydicom's table of PS3.6 Annex A registered UIDs
 
 
+_TEXT_VRS = ("LO", "SH", "ST", "LT", "UT", "UC", "UN")
+
+
+def _dictionary_vr(tag: int) -> str:
+    """The tag's VR in PS3.6 ('' for private or unregistered tags)."""
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return ""
+
+
+def _texts(elem: DataElement) -> list[str]:
+    values = elem.value if elem.VM > 1 else [elem.value]
+    return [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values if v is not None]
+
+
+def _name_pattern(ds: Dataset) -> re.Pattern[str] | None:
+    """A regex of the parts of every person name in `ds` (PN values, and elements PS3.6 defines as PN,
+    private ones included), or None when there is none."""
+    parts: set[str] = set()
+
+    def collect(_: Dataset, elem: DataElement) -> None:
+        if elem.VR == "PN" or _dictionary_vr(elem.tag) == "PN":
+            for text in _texts(elem):
+                parts.update(t for t in re.split(r"[\^=\s,.]+", text)
+                             if (len(t) >= 3 and t.isalpha()) or (len(t) >= 2 and not t.isascii()))
+
+    ds.walk(collect)
+    if not parts:
+        return None
+    words = [rf"(?<![A-Za-z0-9]){re.escape(t)}(?![A-Za-z0-9])" if t.isascii() else re.escape(t)
+             for t in sorted(parts, key=len, reverse=True)]
+    return re.compile("|".join(words), re.IGNORECASE)
+
+
 def deidentify(ds: Dataset, p: Pseudonymizer) -> Dataset:
     """A de-identified deep copy of `ds` (file meta included); `ds` itself is not changed."""
     out = copy.deepcopy(ds)
     key = str(ds.get("PatientID", "") or ds.get("PatientName", "") or ds.get("StudyInstanceUID", ""))
     pseudonym = p.pseudonym(key)
+    names = _name_pattern(out)   # before anything is removed: private and nested names count too
     out.remove_private_tags()
 
     def visit(dataset: Dataset, elem: DataElement) -> None:
@@ -165,7 +209,9 @@ def deidentify(ds: Dataset, p: Pseudonymizer) -> Dataset:
             values = elem.value if elem.VM > 1 else [elem.value]
             new = [_shift(str(v), vr, key, p) for v in values]
             elem.value = new if elem.VM > 1 else new[0]
-        elif vr == "PN":
+        elif vr == "PN" or _dictionary_vr(tag) == "PN" or (vr == "UN" and not _dictionary_vr(tag)):
+            del dataset[tag]
+        elif vr in _TEXT_VRS and names is not None and any(names.search(t) for t in _texts(elem)):
             del dataset[tag]
 
     out.walk(visit)

@@ -186,3 +186,55 @@ def test_real_data_fingerprint_follows_the_secret_salt_without_storing_it(real_c
     first = data_fingerprint(real_cfg)
     monkeypatch.setenv(SALT_ENV, "second-secret-salt-000")
     assert data_fingerprint(real_cfg) != first and re.fullmatch(r"[0-9a-f]{12}", first)
+
+
+# --------------------------------------------------------------------------- names outside PN elements
+def _all_text(ds: Dataset) -> str:
+    texts: list[str] = []
+    ds.walk(lambda _, e: texts.append(e.value.decode("latin-1") if isinstance(e.value, bytes) else str(e.value)))
+    return " ".join(texts)
+
+
+def test_person_names_in_elements_of_other_vrs_do_not_leak(tmp_path: Path) -> None:
+    """A bad exporter writes PN elements as LO/SH/UN, or copies a name into a text element, a sequence item or
+    an unregistered tag: none of it survives (PS3.15 E.1: names are removed or replaced wherever they are)."""
+    ds = pydicom.dcmread(phi_file(tmp_path))
+    del ds.PerformingPhysicianName
+    ds.add_new(tag_for_keyword("PerformingPhysicianName"), "LO", "QXBADEXPORT^DOCTOR")   # PN written as LO
+    ds.add_new(tag_for_keyword("VerifyingObserverName"), "SH", "QXVERIFIER^KEN")          # PN not in ACTIONS, as SH
+    ds.add_new(tag_for_keyword("PatientState"), "LO", "seen by qxrefdoc, stable")         # a known name in free text
+    ds.add_new(0x0CAF0010, "UN", b"QXUNKNOWN^TAG ")                                       # unregistered tag as UN
+    item = Dataset()
+    item.add_new(tag_for_keyword("OtherPatientNames"), "LO", "QXOTHER^NAME")
+    item.add_new(tag_for_keyword("PersonName"), "UN", b"QXUNPERSON^AKI")                 # PN as UN in a sequence
+    item.add_new(tag_for_keyword("TextValue"), "UT", "Operator QXOPERATOR signed")
+    item.add_new(tag_for_keyword("ConceptNameCodeSequence"), "SQ", [])
+    ds.ContentSequence = [item]
+    ds.Manufacturer = "QX Angio Systems"   # no name in it: kept
+    ds.save_as(tmp_path / "bad.dcm", enforce_file_format=True)
+    src = pydicom.dcmread(tmp_path / "bad.dcm")
+    out = deidentify(src, Pseudonymizer("test-salt"))
+    out.save_as(tmp_path / "deid.dcm", enforce_file_format=True)
+    data = (tmp_path / "deid.dcm").read_bytes().upper()
+    text = _all_text(pydicom.dcmread(tmp_path / "deid.dcm")).upper()
+    for s in ("QXBADEXPORT", "QXVERIFIER", "QXREFDOC", "QXUNKNOWN", "QXOTHER", "QXUNPERSON", "QXOPERATOR"):
+        assert s.encode() not in data and s not in text, s
+    assert out.Manufacturer == "QX Angio Systems" and len(out.ContentSequence) == 1
+    assert read_xa(tmp_path / "deid.dcm").frames.shape == (2, 16, 16)   # still a readable run
+
+
+def test_names_in_other_scripts_and_private_names_count_too() -> None:
+    ds = Dataset()
+    ds.PatientName, ds.PatientID = "YAMADA^TARO=山田^太郎", "QX-1"
+    block = ds.private_block(0x0009, "QXVENDOR", create=True)
+    block.add_new(0x02, "PN", "QXPRIVATE^NURSE")
+    ds.PatientState = "山田様 (kanji only)"
+    ds.AdmittingDiagnosesCodeSequence = [Dataset()]
+    ds.AdmittingDiagnosesCodeSequence[0].CodeMeaning = "note by qxprivate"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.SeriesNumber = 1
+    ds.BodyPartExamined = "HEART"
+    out = deidentify(ds, Pseudonymizer("test-salt"))
+    text = _all_text(out)
+    assert "山田" not in text and "太郎" not in text and "QXPRIVATE" not in text.upper()
+    assert "PatientState" not in out and out.BodyPartExamined == "HEART"
