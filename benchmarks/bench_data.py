@@ -39,7 +39,7 @@ def _realistic_run(size: int = 512, n_frames: int = 30, seed: int = 0) -> np.nda
     return frames[:n_frames].astype(np.uint8)
 
 
-PAPER_FRAMES = 143_000  # paper-scale cohort (README: 539 + 243 exams at 7.5 frames/s)
+PAPER_FRAMES = 143_000  # paper-scale cohort (docs/gpu-and-paper-profile.md: 539 + 243 exams at 7.5 frames/s)
 NOT_WRITABLE = {
     "htj2k_lossless": "pylibjpeg-openjpeg 2.6 decodes HTJ2K but has no HTJ2K encoder; pydicom 3.0.2 neither",
     "jpegls_lossless": "decoded by pylibjpeg-libjpeg; the only pydicom encoder (pyjpegls) is not pinned",
