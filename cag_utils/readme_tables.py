@@ -8,7 +8,8 @@ A generated block sits between two marker comments; everything between them is r
     ...
     <!-- /generated -->
 
-Blocks (BLOCKS): `headline-stage1` (notebook 02), `headline-stage2` (03, 04), `headline-stage3` (05) and
+Blocks (BLOCKS): `headline-stage1` (notebook 02), `seed-spread-stage1` (notebook 02 beside
+`results/variance_02_cnn.json`, with the tolerance of `cag_utils.tolerance`), `headline-stage2` (03, 04), `headline-stage3` (05) and
 `headline-evaluation` (06). Besides, `table NN_name TABLE [COLUMN=VALUE]` renders a notebook's own table
 (`results.tables.TABLE` of `results/NN_name.json`) as it stands, optionally only the rows whose COLUMN is
 VALUE (quote a value with spaces: `Variant="w/ LoRA"`). Numbers use `cag_utils.report`'s formatting (three decimals, thousands
@@ -102,6 +103,25 @@ def stage1(res: Results) -> list[str]:
             f"(`results/02_cnn.json`, `headline`):", "",
             *table(["subset", "frames", "patients", "laterality F1", "key-frame F1", "6-class macro-F1",
                     "accuracy"], rows)]
+
+
+def seed_spread(res: Results) -> list[str]:
+    """The committed CNN beside its seed spread and the tolerance of the re-execution check (cag_utils.tolerance)."""
+    from cag_utils.tolerance import K_SD, load_spread, tolerance_table
+
+    spread = load_spread(res.dir, "02_cnn")
+    if not spread:
+        raise Missing("results/variance_02_cnn.json is not there (run `make variance`)")
+    n_seeds = len(next(iter(spread.values()))["values"])
+    rows = []
+    for row in tolerance_table({"results": {"headline": res.get("02_cnn", "headline")}}, spread):
+        seeds = spread.get(row["metric"])
+        rows.append([row["metric"], interval(row),
+                     f"{number(seeds['mean'])} ± {number(seeds['sd'])}" if seeds else "not measured",
+                     f"{number(seeds['min'])}–{number(seeds['max'])}" if seeds else "",
+                     number(row["tolerance"]) if row["tolerance"] is not None else "none"])
+    return table(["metric", "committed [95 % interval]", f"{n_seeds}-seed mean ± sd", "seed range",
+                  f"tolerance ({K_SD:g} sd)"], rows)
 
 
 def stage2(res: Results) -> list[str]:
@@ -205,7 +225,7 @@ def results_table(res: Results, notebook: str, name: str, *filters: str) -> list
 
 
 BLOCKS: dict[str, Callable[[Results], list[str]]] = {
-    "headline-stage1": stage1, "headline-stage2": stage2, "headline-stage3": stage3,
+    "headline-stage1": stage1, "seed-spread-stage1": seed_spread, "headline-stage2": stage2, "headline-stage3": stage3,
     "headline-evaluation": evaluation,
 }
 
