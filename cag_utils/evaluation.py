@@ -346,8 +346,14 @@ def embedder_folder(cfg: dict[str, Any], records: pd.DataFrame) -> Path:
     from cag_utils.config import ConfigError, load_config
     from cag_utils.vlm import embedder_standin
 
-    if cfg["eval_embedder_path"]:
-        return Path(cfg["eval_embedder_path"])
+    if cfg["eval_embedder_path"]:   # read as the preflight reads it: a folder (relative: from notebooks/) or the HF cache
+        from cag_utils.preflight import local_folder
+
+        folder = local_folder(str(cfg["eval_embedder_path"]))
+        if folder is None:
+            raise FileNotFoundError(f"eval_embedder_path {cfg['eval_embedder_path']!r} is neither a folder (relative "
+                                    "paths are read from notebooks/) nor in the local Hugging Face cache")
+        return folder
     ft = load_config(cfg["profile"], "finetune", {"seed": cfg["seed"], "torch_threads": cfg["torch_threads"]})
     if not ft["vlm_use_standins"]:
         raise ConfigError("eval_embedder_path is empty and the profile has no stand-ins (vlm_use_standins: false): "

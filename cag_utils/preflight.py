@@ -58,9 +58,10 @@ def missing_files(folder: Path, kinds: Iterable[str]) -> list[str]:
     return missing
 
 
-def _local_folder(value: str) -> Path | None:
+def local_folder(value: str) -> Path | None:
     """The folder a checkpoint setting names, read as build._local reads it: a folder (relative paths
-    from notebooks/), or a hub id whose snapshot is in the local Hugging Face cache."""
+    from notebooks/), or a hub id whose snapshot is in the local Hugging Face cache (notebook 06 reads
+    eval_embedder_path through this function too)."""
     path = Path(value) if Path(value).is_absolute() else NOTEBOOK_CWD / value
     if path.is_dir():
         return path.resolve()
@@ -74,13 +75,14 @@ def _local_folder(value: str) -> Path | None:
 
 
 def check_checkpoint(what: str, key: str, value: str, kinds: Sequence[str], model_types: Sequence[str] = (),
-                     allow_download: bool = False, trust_remote_code: bool = True) -> Row:
+                     allow_download: bool = False, trust_remote_code: bool = False) -> Row:
     """One checkpoint setting: the folder exists, holds `kinds` of files, and its config.json names one
-    of `model_types` (or ships its own code that `trust_remote_code` allows)."""
+    of `model_types` (or ships its own code that `trust_remote_code` allows: only the ConceptCLIP encoder's
+    loader runs a folder's code; the VLM loaders and the VLScore embedder read transformers' own classes)."""
     setting = f"-p {key}=/path/to/folder (or set it in the profile's YAML)"
     if not value:
         return Row(what, f"{key} is empty", f"place the checkpoint folder on this machine and set {setting}")
-    folder = _local_folder(value)
+    folder = local_folder(value)
     if folder is None:
         if allow_download:
             return Row(what, detail=f"{value} is not local; transformers downloads it (vlm_allow_download: true)")
@@ -97,7 +99,8 @@ def check_checkpoint(what: str, key: str, value: str, kinds: Sequence[str], mode
     if model_types and model_type not in model_types:
         if not (config.get("auto_map") and trust_remote_code):
             fix = ("set -p vlm_conceptclip_trust_remote_code=true after reading the folder's model code"
-                   if config.get("auto_map") else f"point {key} at a {' or '.join(model_types)} checkpoint")
+                   if config.get("auto_map") and key == "vlm_conceptclip_path"
+                   else f"point {key} at a {' or '.join(model_types)} checkpoint")
             wanted = " or ".join(model_types)
             return Row(what, f"{folder}: config.json has model_type {model_type!r}, not {wanted}", fix)
     return Row(what, detail=f"{folder} ({model_type})")

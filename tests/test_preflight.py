@@ -72,6 +72,11 @@ def test_wrong_model_type_and_remote_code(tmp_path):
     row = preflight.check_checkpoint(*args, trust_remote_code=False)
     assert not row.ok and "vlm_conceptclip_trust_remote_code=true" in row.detail
     assert preflight.check_checkpoint(*args, trust_remote_code=True).ok
+    # Only the ConceptCLIP loader may run a folder's code: by default, and for other settings, such a folder fails.
+    assert not preflight.check_checkpoint(*args).ok
+    gemma_code = fake_checkpoint(tmp_path / "gemma-own-code", "gemma3_custom", auto_map={"AutoModel": "m.G"})
+    row = preflight.check_checkpoint("Gemma3", "vlm_gemma3_path", str(gemma_code), VLM_KINDS, ("gemma3",))
+    assert not row.ok and "point vlm_gemma3_path at a gemma3 checkpoint" in row.detail
 
 
 def test_missing_folder_relative_paths_and_downloads(tmp_path, monkeypatch):
@@ -133,6 +138,43 @@ def test_evaluation_embedder(tmp_path):
     assert preflight.check_evaluation({**paper, "eval_embedder_path": str(folder)})[0].ok
     vision_only = fake_checkpoint(tmp_path / "vision", "siglip_vision_model")
     assert not preflight.check_evaluation({**paper, "eval_embedder_path": str(vision_only)})[0].ok
+
+
+def test_evaluation_embedder_with_its_own_model_code_is_refused(tmp_path):
+    """A folder with its own model code (ConceptCLIP's published format): notebook 06's SiglipModel would read it
+    with random weights where the names differ, so the preflight refuses it, whatever
+    vlm_conceptclip_trust_remote_code says (it used to accept any folder with an auto_map)."""
+    paper = load_config("paper", "evaluation")
+    own_code = fake_checkpoint(tmp_path / "conceptclip", "conceptclip", auto_map={"AutoModel": "m.ConceptCLIP"})
+    row = preflight.check_evaluation({**paper, "eval_embedder_path": str(own_code)})[0]
+    assert not row.ok and "point eval_embedder_path at a siglip checkpoint" in row.detail
+
+
+def test_notebook_06_reads_the_embedder_folder_the_preflight_checked(tmp_path, monkeypatch):
+    """evaluation.embedder_folder resolves eval_embedder_path as the preflight does: relative paths from
+    notebooks/, and a hub id from the local Hugging Face cache (it used to take the text as a folder)."""
+    from huggingface_hub import constants
+
+    from cag_utils import evaluation
+
+    paper = load_config("paper", "evaluation")
+    repo = tmp_path / "models--someone--embedder"
+    snapshot = fake_checkpoint(repo / "snapshots" / ("a" * 40), "siglip")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    cfg = {**paper, "eval_embedder_path": "someone/embedder"}
+    assert preflight.check_evaluation(cfg)[0].ok
+    assert evaluation.embedder_folder(cfg, None) == snapshot
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.setattr(preflight, "NOTEBOOK_CWD", tmp_path / "notebooks")
+    relative = {**paper, "eval_embedder_path": f"../{snapshot.relative_to(tmp_path)}"}
+    assert preflight.check_evaluation(relative)[0].ok
+    assert evaluation.embedder_folder(relative, None) == snapshot.resolve()
+    missing = {**paper, "eval_embedder_path": "someone/not-cached"}
+    assert not preflight.check_evaluation(missing)[0].ok
+    with pytest.raises(FileNotFoundError, match="someone/not-cached"):
+        evaluation.embedder_folder(missing, None)
 
 
 # ---------------------------------------------------------------- device, disk, data
