@@ -252,6 +252,7 @@ def test_cnn_trivialaugment_pretraining_and_second_start(run):
     for cfg in (recipe, other):   # the recipes the two trainings ran with
         assert cfg["augment"] == "trivialaugment" and cfg["mixed_precision"] == "bf16"
         assert cfg["model_name"] == "convnext_atto" and cfg["epochs"] == OVERRIDES["cnn_epochs"]
+        assert cfg["num_workers"] == OVERRIDES["cnn_num_workers"] > 0 and cfg["cpu"]   # DataLoader worker processes
     # The paper starts from the synthetic pretraining; the second start (cnn_compare_start) from random weights.
     assert res["start"] == "synthetic_angles" and recipe["pretrained_file"]
     assert res["pretraining"]["source"] == "synthetic_angles" and res["pretraining"]["epochs"] == 1
