@@ -1,7 +1,7 @@
 """Stage 1 data: locate the exams (synthetic or real), ingest both cohorts, split, save.
 
 `data_source: synthetic` generates the cohort into data/work/<profile>/raw (cached by its
-settings); `data_source: dicom_dir` reads a real export (README data card). Both go
+settings); `data_source: dicom_dir` reads a real export (data card: docs/real-data.md). Both go
 through the same loader (`cag_utils.ingest`).
 
 The processed cohorts go to `data/work/<profile>/processed/<fingerprint>/<cohort>`, the

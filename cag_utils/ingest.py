@@ -1,6 +1,6 @@
 """Cohort ingest: find the exams, check labels and reports, read, de-identify, sample frames.
 
-The same code reads the synthetic cohort and a real export (see the data card in README.md).
+The same code reads the synthetic cohort and a real export (see the data card, docs/real-data.md).
 Every file under `<root>/<cohort>/`, at any depth and with any name (hospital exports
 nest patient/study/series folders and drop extensions), is one candidate:
   * an exam is a study: files are grouped by their header's StudyInstanceUID;

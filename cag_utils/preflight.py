@@ -145,7 +145,7 @@ def check_data(cfg: Mapping[str, Any]) -> list[Row]:
         rows = [Row("DICOM exams", "dicom_dir is empty", "-p dicom_dir=/path/to/export")]
     elif lacking:
         rows = [Row("DICOM exams", f"dicom_dir {cfg['dicom_dir']!r} lacks the folders {', '.join(lacking)}",
-                    f"put the exams under <dicom_dir>/{{{','.join(COHORTS)}}}/ (README data card)")]
+                    f"put the exams under <dicom_dir>/{{{','.join(COHORTS)}}}/ (docs/real-data.md)")]
     else:
         rows = [Row("DICOM exams", detail=f"{root} ({', '.join(COHORTS)}); notebook 01 checks the disk space "
                                           "from their headers")]
@@ -191,11 +191,11 @@ def check_input_file(cfg: Mapping[str, Any], key: str) -> Row:
             return Row(key, detail=f"{path}: {len(ingest.read_labels(path))} label rows")
         lines = ingest._report_lines(path)
     except (ValueError, UnicodeDecodeError) as exc:
-        return Row(key, f"{path} does not parse ({exc})", "fix the file (README data card: columns and format)")
+        return Row(key, f"{path} does not parse ({exc})", "fix the file (docs/real-data.md: columns and format)")
     usable = sum(isinstance(r, dict) and isinstance(r.get("exam"), str) for _, r in lines)
     if not usable:
         return Row(key, f"{path}: no line is a JSON object with an 'exam' field",
-                   "one JSON object per line (README data card)")
+                   "one JSON object per line (docs/real-data.md)")
     return Row(key, detail=f"{path}: {usable} of {len(lines)} lines are reports with an 'exam'")
 
 

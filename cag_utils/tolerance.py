@@ -70,7 +70,7 @@ def check_reexecution(committed: dict[str, Any], rerun: dict[str, Any],
 
 
 def tolerance_table(committed: dict[str, Any], spread: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
-    """One row per headline metric: committed estimate, interval, seed sd and the tolerance (README, paper)."""
+    """One row per headline metric: committed estimate, interval, seed sd and the tolerance (docs/reexecution.md, paper)."""
     spread = spread or {}
     rows = []
     for name, ref in committed["results"].get("headline", {}).items():

@@ -34,7 +34,7 @@ RCA_VIEW_WEIGHTS = [0.34, 0.32, 0.14, 0.07, 0.05, 0.08]
 CATHETERS_FEMORAL = {"LCA": {"JL3.5": 0.25, "JL4": 0.45, "JL5": 0.1, "AL1": 0.1, "AL2": 0.1},
                      "RCA": {"JR4": 0.75, "AR1": 0.15, "AL1": 0.1}}
 RADIAL_SHARE, UNIVERSAL_SHARE = 0.7, 0.5   # radial access (J-PCI: 74 %); universal catheter among radial exams
-# Key-frame rule thresholds (documented in the README data card).
+# Key-frame rule thresholds (documented in the data card, docs/real-data.md).
 FILL_OTHERS = 0.15      # below: no contrast in the tree -> "others"
 COVER_BETTER = 0.90     # share of the tree's length opacified (>= half its attainable fill) for "better"
 BLUR_BETTER_MM = 0.45   # motion blur (mm) above which a filled frame is "bad"
