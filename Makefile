@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 PROFILE ?= smoke
+SET ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Notebook kernels and tools resolve to the venv.
@@ -14,7 +15,7 @@ export PYTHONHASHSEED := 0
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: PROFILE=$(PROFILE) (smoke | paper), PYTHON=$(PYTHON)"
+	@echo "  Variables: PROFILE=$(PROFILE) (smoke | paper), SET=\"key=value ...\" (profile overrides), PYTHON=$(PYTHON)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,8 +25,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies and cag_utils (once)
 
-reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU) and write the paper inputs
-	$(PY) -m cag_utils.pipeline --profile $(PROFILE)
+reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU; SET="key=value ...": overrides) and write the paper inputs
+	$(PY) -m cag_utils.pipeline --profile $(PROFILE) $(addprefix -p ,$(SET))
 	$(PY) -m cag_utils.report --profile $(PROFILE)
 
 test: $(STAMP) ## Full suite (CI's): unit tests, nbval re-execution of the notebooks (in a temporary folder), tolerance check, paper build
@@ -49,6 +50,7 @@ bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
 	$(PY) benchmarks/bench_data.py --out results/bench_data.json
 	$(PY) benchmarks/bench_cnn.py --out results/bench_cnn.json
 	$(PY) benchmarks/bench_vlm.py --out results/bench_vlm.json   # needs notebook 05's cached stand-ins
+	$(PY) benchmarks/paper_estimate.py   # the paper profile's time and memory per step (reads bench_data.json)
 
 variance: $(STAMP) ## Seed spread of the CNN (5 training seeds, after reproduce) -> results/variance_02_cnn.json
 	$(PY) benchmarks/seed_spread.py --profile $(PROFILE) --seeds 5

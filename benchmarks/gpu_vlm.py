@@ -93,8 +93,9 @@ def _text_high(ids: dict, vocab: int) -> int:
 
 
 def build(kind: str, tiny: bool = False, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-          attn_implementation: str | None = None, seed: int = 0):
-    """(model, spec): a random-weight VLM of ``kind`` built directly on ``device`` in ``dtype``."""
+          attn_implementation: str | None = None, seed: int = 0, text_overrides: dict | None = None):
+    """(model, spec): a random-weight VLM of ``kind`` built directly on ``device`` in ``dtype``;
+    ``text_overrides`` replace text-model settings (``paper_estimate``: a tiny model with the real vocabulary)."""
     from transformers import (AutoModelForImageTextToText, Gemma3Config, PaliGemmaConfig, SiglipVisionConfig,
                               SiglipVisionModel)
 
@@ -108,6 +109,7 @@ def build(kind: str, tiny: bool = False, dtype: torch.dtype | None = None, devic
     if kind == "paligemma":
         text = dict(TINY_TEXT, sliding_window=4096, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
                     hidden_activation="gelu_pytorch_tanh") if tiny else dict(PALIGEMMA2_TEXT)
+        text.update(text_overrides or {})
         size = 56 if tiny else 448
         vision.update(image_size=size, projection_dim=text["hidden_size"])
         cfg = PaliGemmaConfig(text_config=dict(text, model_type="gemma2"), vision_config=vision,
@@ -116,6 +118,7 @@ def build(kind: str, tiny: bool = False, dtype: torch.dtype | None = None, devic
         tokens = (size // vision["patch_size"]) ** 2
     else:
         text = dict(TINY_TEXT, sliding_window=16) if tiny else dict(GEMMA3_4B_TEXT)
+        text.update(text_overrides or {})
         size = 56 if tiny else 896
         tokens = 4 if tiny else 256
         vision.update(image_size=size)

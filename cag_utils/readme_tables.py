@@ -10,7 +10,7 @@ A generated block sits between two marker comments; everything between them is r
 
 Blocks (BLOCKS): `headline-stage1` (notebook 02), `seed-spread-stage1` (notebook 02 beside
 `results/variance_02_cnn.json`, with the tolerance of `cag_utils.tolerance`), `headline-stage2` (03, 04), `headline-stage3` (05) and
-`headline-evaluation` (06). Besides, `table NN_name TABLE [COLUMN=VALUE]` renders a notebook's own table
+`headline-evaluation` (06), `paper-estimate` (`benchmarks/paper_estimate.py`). Besides, `table NN_name TABLE [COLUMN=VALUE]` renders a notebook's own table
 (`results.tables.TABLE` of `results/NN_name.json`) as it stands, optionally only the rows whose COLUMN is
 VALUE (quote a value with spaces: `Variant="w/ LoRA"`). Numbers use `cag_utils.report`'s formatting (three decimals, thousands
 separators), without its LaTeX; intervals read `0.972 [0.953, 0.984]` (95 % patient-bootstrap intervals).
@@ -224,9 +224,26 @@ def results_table(res: Results, notebook: str, name: str, *filters: str) -> list
             *table(header, [[cell(r.get(k)).replace("|", "\\|") for k in header] for r in rows])]
 
 
+def paper_estimate(res: Results) -> list[str]:
+    """Time and memory per paper-profile step (benchmarks/paper_estimate.py), with a paper run's measured wall
+    time beside it once `results/paper/` holds one."""
+    rows = res.get("paper_estimate", "tables", "steps")
+    runs = (res.get("paper_estimate", "measured") or {}).get("paper_run") or {}
+    header = ["step", "time (estimate)", "memory (estimate)"] + (["measured wall time"] if runs else [])
+    body = []
+    for row in rows:
+        measured = runs.get(row["step"].split(":")[0], {}).get("wall_time_s")
+        body.append([row["step"], row["time (estimate)"], row["memory (estimate)"]]
+                    + ([f"{number(measured / 60, 1)} min" if measured else "not run"] if runs else []))
+    card = res.get("paper_estimate", "card")
+    total = res.get("paper_estimate", "total_s") / 3600
+    return [f"Estimates until measured: one {card}, about {number(total, 1)} h in all (`results/paper_estimate.json`).",
+            "", *table(header, body)]
+
+
 BLOCKS: dict[str, Callable[[Results], list[str]]] = {
     "headline-stage1": stage1, "seed-spread-stage1": seed_spread, "headline-stage2": stage2, "headline-stage3": stage3,
-    "headline-evaluation": evaluation,
+    "headline-evaluation": evaluation, "paper-estimate": paper_estimate,
 }
 
 

@@ -31,6 +31,7 @@ NOT_GENERATED_YET: dict[str, str] = {}
 _MAKERS = [
     (r"variance_02_cnn", "make variance"),
     (r"cnn_ceiling|cnn_pretrain_effect", "make ceiling"),
+    (r"paper_estimate", "python benchmarks/paper_estimate.py"),
     (r"bench_", "make bench"),
     (r"fuzz_dicom", "python benchmarks/fuzz_dicom.py --cases 5000 --ingest-cases 1000 --seed 0"),
     (r"^models/standins/", "make standins"),

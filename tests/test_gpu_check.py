@@ -96,6 +96,20 @@ def test_cnn_step_and_run_record(cpu_run):
     assert cpu_run["skipped_for_budget"] == [] and _pos(cpu_run["total_seconds"])
 
 
+def test_paper_estimate_reads_the_check_it_makes(cpu_run, tmp_path):
+    """The estimate table's measured side reads exactly what make gpu-check writes."""
+    sys.path.insert(0, str(BENCH))
+    import paper_estimate
+
+    path = tmp_path / "gpu_check.json"
+    path.write_text(json.dumps(cpu_run))
+    got = paper_estimate.measured(path)
+    assert set(got["parts"]) == {k for k, v in cpu_run["parts"].items() if "skipped" not in v and "error" not in v}
+    for kind in KINDS:
+        part = got["parts"][f"vlm:{kind}"]
+        assert part["step_s"] == cpu_run["parts"][f"vlm:{kind}"]["step_seconds"]["median"] > 0
+
+
 def test_budget_guard_skips_loudly(tmp_path, capsys):
     import gpu_check
 
