@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install the pinned dependencies and cag_utils (once)
 
 reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU; SET="key=value ...": overrides) and write the paper inputs
-	$(PY) -m cag_utils.pipeline --profile $(PROFILE) $(addprefix -p ,$(SET))
-	$(PY) -m cag_utils.report --profile $(PROFILE)
+	$(PY) -m cag_utils.run.pipeline --profile $(PROFILE) $(addprefix -p ,$(SET))
+	$(PY) -m cag_utils.run.report --profile $(PROFILE)
 
 test: $(STAMP) ## Full suite (CI's): unit tests, nbval re-execution of the notebooks (in a temporary folder), tolerance check, paper build
 	$(PY) -m pytest
@@ -39,7 +39,7 @@ lab: $(STAMP) ## JupyterLab on the venv kernel
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 paper: $(STAMP) ## Regenerate paper/generated/*.tex and build paper/main.pdf with latexmk
-	$(PY) -m cag_utils.report --profile $(PROFILE)
+	$(PY) -m cag_utils.run.report --profile $(PROFILE)
 	@if command -v latexmk >/dev/null; then cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -silent \
 	$(if $(filter smoke,$(PROFILE)),,-usepretex='\def\GeneratedDir{generated/$(PROFILE)}') main.tex \
 	&& echo "paper/main.pdf: $$(pdfinfo main.pdf 2>/dev/null | awk '/^Pages/ {print $$2 " pages"}')"; \

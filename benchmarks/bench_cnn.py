@@ -25,10 +25,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+from cag_utils.cnn.contrast import vessel_contrast_batch  # noqa: E402
 from cag_utils.cnn.data import build_transform  # noqa: E402
 from cag_utils.cnn.model import build_model, count_parameters  # noqa: E402
-from cag_utils.config import load_config  # noqa: E402
-from cag_utils.contrast import vessel_contrast_batch  # noqa: E402
+from cag_utils.run.config import load_config  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

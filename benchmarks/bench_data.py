@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from cag_utils.config import load_config
-from cag_utils.dicom import read_xa, write_xa
-from cag_utils.results import package_versions
-from cag_utils.sampling import intensity_curves, sample_frames
+from cag_utils.data.dicom import read_xa, write_xa
+from cag_utils.data.sampling import intensity_curves, sample_frames
+from cag_utils.run.config import load_config
+from cag_utils.run.results import package_versions
 from cag_utils.synth import anatomy, imaging
 from cag_utils.synth.cohort import generate_cohort
 

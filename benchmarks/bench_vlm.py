@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from cag_utils.config import load_config, work_dir  # noqa: E402
-from cag_utils.seed import seed_everything  # noqa: E402
+from cag_utils.run.config import load_config, work_dir  # noqa: E402
+from cag_utils.run.seed import seed_everything  # noqa: E402
 from cag_utils.vlm import build, data, generate, lora, stage  # noqa: E402
 
 

@@ -9,7 +9,7 @@ including its starting weights). Besides the F1 values, the laterality accuracy 
 frames is broken down by their true contrast state (the generator's ``fill``), which shows whether
 the errors that remain sit on frames whose laterality the image cannot show.
 
-    CAG_OUTPUT_ROOT=/tmp/ceil python -m cag_utils.pipeline --only 01
+    CAG_OUTPUT_ROOT=/tmp/ceil python -m cag_utils.run.pipeline --only 01
     CAG_OUTPUT_ROOT=/tmp/ceil python benchmarks/cnn_ceiling.py --factors 1 5 --out results/cnn_ceiling.json \\
         --figure figures/cnn_ceiling
     # a further point, keeping the committed ones (the recipe must match; a long run needs the guard off);
@@ -36,15 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnn_learning_curve import plot_curve, save_figure  # noqa: E402  (same folder)
 
 from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
-from cag_utils.cnn.train import NOT_RECIPE_KEYS  # noqa: E402
+from cag_utils.cnn.contrast import low_contrast_mask, vessel_contrast_batch  # noqa: E402
 from cag_utils.cnn.pretrain import _main_patients, aux_cohort_settings, build_aux_cohort, check_disjoint, pretrained_weights  # noqa: E402
 from cag_utils.cnn.stage import (checkpoint_dir, evaluate_split, headline_intervals, prediction_rows,  # noqa: E402
                                   train_config)
-from cag_utils.config import load_config, parse_override, work_dir  # noqa: E402
-from cag_utils.contrast import low_contrast_mask, vessel_contrast_batch  # noqa: E402
-from cag_utils.dataset import load_annotation  # noqa: E402
-from cag_utils.labels import LATERALITIES  # noqa: E402
-from cag_utils.results import describe_device, git_sha, package_versions  # noqa: E402
+from cag_utils.cnn.train import NOT_RECIPE_KEYS  # noqa: E402
+from cag_utils.data.dataset import load_annotation  # noqa: E402
+from cag_utils.data.labels import LATERALITIES  # noqa: E402
+from cag_utils.run.config import load_config, parse_override, work_dir  # noqa: E402
+from cag_utils.run.results import describe_device, git_sha, package_versions  # noqa: E402
 
 CEILING_STREAM = 0x43454C  # "CEL": seed stream of the extra training patients
 FILL_BINS = {"no contrast (fill < 0.01)": (-1.0, 0.01), "faint (0.01-0.15)": (0.01, 0.15), "filled (>= 0.15)": (0.15, 2.0)}
@@ -84,7 +84,7 @@ def merge_points(old: dict | None, train_cfg: dict, new_factors) -> list[dict]:
 
 
 def paper_results(points: list[dict], n_test: int, n_low: int, pretraining: dict) -> dict:
-    """The record's ``results`` object (``cag_utils.report`` makes the paper's macros from it).
+    """The record's ``results`` object (``cag_utils.run.report`` makes the paper's macros from it).
 
     One entry per factor, ``x<factor>`` (``x10`` -> ``\\CnnCeilingXOneZero...``), with the training size and
     the interval of each headline metric by subset (``test``, ``low_contrast``); the starting weights'

@@ -5,7 +5,7 @@ patients of an annotation cohort written by notebook 01, always selecting on the
 validation split and scoring on the same test split (all frames and the low-contrast
 quartile). Answers "is the smoke cohort too small?" with a measured curve.
 
-    CAG_OUTPUT_ROOT=/tmp/lc python -m cag_utils.pipeline --only 01 -p n_annotation_exams=144
+    CAG_OUTPUT_ROOT=/tmp/lc python -m cag_utils.run.pipeline --only 01 -p n_annotation_exams=144
     python benchmarks/cnn_learning_curve.py --annotation-dir /tmp/lc/data/work/smoke/processed/annotation \\
         --fractions 0.25 0.5 1 --out results/cnn_learning_curve.json --figure figures/cnn_learning_curve
 """
@@ -23,12 +23,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
+from cag_utils.cnn.contrast import low_contrast_mask, vessel_contrast_batch  # noqa: E402
 from cag_utils.cnn.pretrain import pretrained_weights  # noqa: E402
 from cag_utils.cnn.stage import evaluate_split, train_config  # noqa: E402
-from cag_utils.config import load_config, parse_override  # noqa: E402
-from cag_utils.contrast import low_contrast_mask, vessel_contrast_batch  # noqa: E402
-from cag_utils.ingest import load_dataset  # noqa: E402
-from cag_utils.results import describe_device, git_sha, package_versions  # noqa: E402
+from cag_utils.data.ingest import load_dataset  # noqa: E402
+from cag_utils.run.config import load_config, parse_override  # noqa: E402
+from cag_utils.run.results import describe_device, git_sha, package_versions  # noqa: E402
 
 
 def nested_patient_subsets(patients: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:

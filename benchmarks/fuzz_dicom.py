@@ -2,7 +2,7 @@
 
     python benchmarks/fuzz_dicom.py --cases 5000 --ingest-cases 1000 --seed 0
 
-Runs `cag_utils.dicom_fuzz.fuzz` at the reader level (read_xa on mutated synthetic XA runs
+Runs `cag_utils.data.dicom_fuzz.fuzz` at the reader level (read_xa on mutated synthetic XA runs
 and pydicom's bundled grey files) and at the ingest level (one exam through the ingest), and
 writes the counts: read, refused (a typed DicomReadError / a reject), crash (any other
 exception), timeout, skipped (a mutation pydicom could not write), per mutation, with every
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pydicom
 
-from cag_utils.dicom_fuzz import MUTATIONS, fuzz
+from cag_utils.data.dicom_fuzz import MUTATIONS, fuzz
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -170,7 +170,7 @@ def cnn_library_epoch(model_name: str, size: int, batch: int, n_frames: int, dev
         import pandas as pd
 
         from cag_utils.cnn.train import train_classifier
-        from cag_utils.labels import CLASSES
+        from cag_utils.data.labels import CLASSES
     except ImportError as err:  # the GPU machine may lack a library of the CPU venv
         return {"skipped": f"missing module: {err.name}"}
     rng = np.random.default_rng(0)

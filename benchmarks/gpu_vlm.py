@@ -277,7 +277,7 @@ def step_timer(device: torch.device):
 
 def paper_finetune(profile: str = "paper") -> dict[str, Any]:
     """The profile's ``common`` + ``finetune`` keys (yaml only; no other import)."""
-    from cag_utils.config import load_profile
+    from cag_utils.run.config import load_profile
 
     sections = load_profile(profile)
     return {**sections["common"], **sections["finetune"]}

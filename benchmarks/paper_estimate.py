@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cag_utils.config import load_profile  # noqa: E402
-from cag_utils.results import describe_device, git_sha, package_versions  # noqa: E402
+from cag_utils.run.config import load_profile  # noqa: E402
+from cag_utils.run.results import describe_device, git_sha, package_versions  # noqa: E402
 
 # the paper's counts (reference/paper.md): frames sampled from 539 exams, key frames from 243 exams
 PAPER_FRAMES, PAPER_KEY_FRAMES = 14_686, 1_114

@@ -6,7 +6,7 @@ quartile) and writes mean, sd, min and max of every headline metric of notebook 
 (`results/variance_02_cnn.json`) and a strip plot (`figures/variance_02_cnn.png`). The
 profile's own seed is one of the k, and its checkpoint is the one notebook 02 trained (found
 by the same content hash), so the committed run is marked on the plot. The sd is what
-`cag_utils.tolerance` allows a re-execution to move (3 sd). Not part of CI (k trainings).
+`cag_utils.run.tolerance` allows a re-execution to move (3 sd). Not part of CI (k trainings).
 
     python benchmarks/seed_spread.py --seeds 5          # after notebooks 01 and 02 (make reproduce)
 """
@@ -22,17 +22,17 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from cag_utils.cnn import load_trained, train_classifier  # noqa: E402
+from cag_utils.cnn.contrast import low_contrast_mask, vessel_contrast_batch  # noqa: E402
 from cag_utils.cnn.pretrain import pretrained_weights  # noqa: E402
 from cag_utils.cnn.stage import (  # noqa: E402
     HEADLINE_METRICS, checkpoint_dir, evaluate_split, prediction_rows, train_config,
 )
-from cag_utils.config import load_config, work_dir  # noqa: E402
-from cag_utils.contrast import low_contrast_mask, vessel_contrast_batch  # noqa: E402
-from cag_utils.dataset import load_annotation  # noqa: E402
+from cag_utils.data.dataset import load_annotation  # noqa: E402
+from cag_utils.data.labels import CLASSES  # noqa: E402
 from cag_utils.intervals import confusion_by_patient  # noqa: E402
-from cag_utils.labels import CLASSES  # noqa: E402
-from cag_utils.results import Run, load_results  # noqa: E402
-from cag_utils.seed import seed_everything  # noqa: E402
+from cag_utils.run.config import load_config, work_dir  # noqa: E402
+from cag_utils.run.results import Run, load_results  # noqa: E402
+from cag_utils.run.seed import seed_everything  # noqa: E402
 
 SUBSETS = ("test", "low_contrast")
 

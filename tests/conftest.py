@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cag_utils.config import load_config
+from cag_utils.run.config import load_config
 from cag_utils.synth.cohort import generate_cohort
 
 SMALL = {"n_annotation_exams": 16, "n_independent_exams": 3, "image_size": 96, "num_workers": 2}
@@ -44,7 +44,7 @@ def make_command(relpath: str) -> str:
         if re.search(pattern, relpath):
             return command
     if m := re.match(r"(?:results|figures)/(\d\d)_", relpath):
-        return f"make reproduce (this step alone: python -m cag_utils.pipeline --profile smoke --only {m.group(1)})"
+        return f"make reproduce (this step alone: python -m cag_utils.run.pipeline --profile smoke --only {m.group(1)})"
     return "make reproduce"
 
 

@@ -1,4 +1,4 @@
-"""Self-checking caches (cag_utils.cachecheck): each stage-1/2 cache kind with a truncated and a
+"""Self-checking caches (cag_utils.run.cachecheck): each stage-1/2 cache kind with a truncated and a
 bit-flipped file is either rebuilt (logged) or refused with a CacheError naming the folder and
 the command that rebuilds it."""
 from __future__ import annotations
@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cag_utils import corpus, ingest
-from cag_utils.cachecheck import SUMS_NAME, CacheError, check_file, check_folder, fix_command, seal, write_sums
 from cag_utils.cnn import pretrain
 from cag_utils.cnn.train import load_trained, train_classifier
-from cag_utils.labels import CLASSES, split_class
+from cag_utils.corpus import corpus
+from cag_utils.data import ingest
+from cag_utils.data.labels import CLASSES, split_class
+from cag_utils.run.cachecheck import SUMS_NAME, CacheError, check_file, check_folder, fix_command, seal, write_sums
 
 DAMAGE = ["truncated", "bit_flipped"]
 
@@ -41,7 +42,7 @@ def test_sums_find_truncation_and_bit_flips(tmp_path):
                                       for n in ("a.bin", "b.bin")]
     assert "b.bin does not match" in check_file(tmp_path / "b.bin")
     assert fix_command(tmp_path / "data" / "work" / "paper" / "corpus", "04") == \
-        "python -m cag_utils.pipeline --profile paper --only 04 --force"
+        "python -m cag_utils.run.pipeline --profile paper --only 04 --force"
 
 
 # --------------------------------------------------------------------------- processed cohorts
@@ -61,7 +62,7 @@ def test_damaged_processed_cohort_stops_naming_folder_and_fix(tmp_path, how, nam
         ingest.load_dataset(folder)
     message = str(info.value)
     assert "data/work/smoke/processed/abc/annotation" in message and name in message
-    assert "python -m cag_utils.pipeline --profile smoke --only 01 --force" in message
+    assert "python -m cag_utils.run.pipeline --profile smoke --only 01 --force" in message
 
 
 def test_processed_cohort_without_hashes_is_still_checked_for_readability(tmp_path):
@@ -116,7 +117,7 @@ def test_damaged_checkpoint_refused_by_the_reader_and_retrained_by_the_trainer(t
     with pytest.raises(CacheError) as info:  # notebook 03: a clear stop, not SafetensorError forever
         load_trained(out)
     assert "data/work/smoke/cnn/convnext_atto-123" in str(info.value)
-    assert "python -m cag_utils.pipeline --profile smoke --only 02 --force" in str(info.value)
+    assert "python -m cag_utils.run.pipeline --profile smoke --only 02 --force" in str(info.value)
     with caplog.at_level(logging.WARNING, logger="cag_utils.cache"):  # notebook 02: retrains it
         again = train_classifier(frames, table, CFG, out, resume=True)
     assert any("checkpoint convnext_atto-123 is damaged" in m and "first epoch" in m for m in caplog.messages)
@@ -161,4 +162,4 @@ def test_damaged_corpus_stops_naming_folder_and_fix(tmp_path, how):
         corpus.load_corpus(out)
     message = str(info.value)
     assert "data/work/smoke/corpus" in message and "train/images/F0.png" in message
-    assert "python -m cag_utils.pipeline --profile smoke --only 04 --force" in message
+    assert "python -m cag_utils.run.pipeline --profile smoke --only 04 --force" in message

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cag_utils.cachecheck import SUMS_NAME, CacheError, check_folder
-from cag_utils.config import REPO_ROOT, load_config
+from cag_utils.run.cachecheck import SUMS_NAME, CacheError, check_folder
+from cag_utils.run.config import REPO_ROOT, load_config
 from cag_utils.synth.cohort import generate_cohort
 from cag_utils.vlm import embedder_standin, lora, make_standins, sealed, stage, standins
 

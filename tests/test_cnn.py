@@ -21,7 +21,7 @@ from cag_utils.cnn.evaluate import classification_metrics, plot_confusion_matrix
 from cag_utils.cnn.gradcam import gradcam_heatmaps, plot_gradcam_overlays
 from cag_utils.cnn.model import build_model
 from cag_utils.cnn.train import load_trained, train_classifier
-from cag_utils.labels import CLASSES, split_class
+from cag_utils.data.labels import CLASSES, split_class
 
 SIZE = 32
 TRAIN_CFG = dict(input_size=SIZE, epochs=3, batch_size=16, lr=3e-4, augment="trivialaugment", progress=False, seed=7)

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from cag_utils import baselines
-from cag_utils.cnn.baselines import cue_features, cue_predictions, cue_table, score_cues
+from cag_utils.data import baselines
+from cag_utils.data.baselines import cue_features, cue_predictions, cue_table, score_cues
 
 # The CNN must beat the frame-index baseline's key-frame F1 by at least this much (absolute F1).
 KEY_FRAME_MARGIN = 0.10  # "clearly above" (issue 13): five times the seed sd of this metric measured on generator v3 (0.019)
@@ -56,7 +56,7 @@ def test_committed_cnn_beats_the_frame_index_baseline(require):
     and their 95 % patient intervals do not overlap."""
     results = json.loads(require("results/02_cnn.json").read_text())["results"]
     assert "baselines" in results, ("results/02_cnn.json predates the baselines: rerun notebook 02 "
-                                    "(python -m cag_utils.pipeline --profile smoke --only 02) and commit it")
+                                    "(python -m cag_utils.run.pipeline --profile smoke --only 02) and commit it")
     cnn = results["headline"]["test.key_frame_f1"]["estimate"]
     base = results["baselines"]["frame_index.key_frame_category"]["estimate"]
     assert cnn >= base + KEY_FRAME_MARGIN, f"CNN key-frame F1 {cnn:.3f} vs frame-index baseline {base:.3f}"
@@ -64,7 +64,7 @@ def test_committed_cnn_beats_the_frame_index_baseline(require):
 
 
 def test_frame_index_cue_agrees_with_the_cohort_check():
-    """The notebook's frame-index baseline is the one `cag_utils.baselines` uses to check the cohort."""
+    """The notebook's frame-index baseline is the one `cag_utils.data.baselines` uses to check the cohort."""
     table, runs = cue_set(seed=3)
     table["frame_index"] = (table["frame_index"] + np.arange(len(table)) % 3) % 10  # not perfectly separable
     table["label"] = [3 * (lat == "RCA") + ("better", "bad", "others").index(k)

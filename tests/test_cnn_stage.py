@@ -14,8 +14,8 @@ from cag_utils.cnn.stage import (
     PROFILE_KEYS, checkpoint_dir, evaluate_split, f1_summary, per_class_table, pick_examples, train_config,
 )
 from cag_utils.cnn.train import DEFAULT_CONFIG, train_classifier
-from cag_utils.config import load_config
-from cag_utils.labels import CLASSES
+from cag_utils.data.labels import CLASSES
+from cag_utils.run.config import load_config
 from test_cnn import TRAIN_CFG, synthetic_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_pick_examples_is_seeded_and_capped():
 
 
 def test_load_annotation_says_to_run_notebook_01(tmp_path, monkeypatch):
-    from cag_utils.dataset import load_annotation
+    from cag_utils.data.dataset import load_annotation
 
     monkeypatch.setenv("CAG_OUTPUT_ROOT", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="run notebook 01 first"):
@@ -117,7 +117,7 @@ def test_contrast_distribution_marks_the_cut_off():
     import matplotlib
 
     matplotlib.use("Agg")
-    from cag_utils.contrast import plot_contrast_distribution
+    from cag_utils.cnn.contrast import plot_contrast_distribution
 
     values = np.linspace(0, 1, 40)
     fig = plot_contrast_distribution(values, ["others"] * 20 + ["better"] * 20, threshold=0.25)
@@ -158,7 +158,7 @@ def test_ceiling_append_keeps_other_factors_and_refuses_another_recipe():
 
 
 def test_ceiling_results_give_the_paper_one_interval_macro_per_factor_and_metric():
-    from cag_utils.report import leaves, macro_name
+    from cag_utils.run.report import leaves, macro_name
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:

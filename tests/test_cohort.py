@@ -8,8 +8,8 @@ import pandas as pd
 import pydicom
 import pytest
 
-from cag_utils import baselines, ingest
-from cag_utils.dataset import sampling_kwargs
+from cag_utils.data import baselines, ingest
+from cag_utils.data.dataset import sampling_kwargs
 from cag_utils.synth.cohort import cohort_is_current, generate_cohort
 from cag_utils.synth.imaging import BLUR_BETTER_MM, CNR_BETTER, COVER_BETTER, FILL_OTHERS
 
@@ -170,7 +170,7 @@ def test_frame_index_baseline_predicts_the_test_split(ingested):
 def test_drawn_exams_are_the_written_ones(small_cohort, small_cfg, ingested):
     """`draw_exams` replays each exam's facts and reports without rendering: the very records of reports.jsonl,
     in its order, and study UIDs whose pseudonyms are the loader's exam IDs."""
-    from cag_utils.deid import Pseudonymizer
+    from cag_utils.data.deid import Pseudonymizer
     from cag_utils.synth.cohort import draw_exams
 
     draws = draw_exams(small_cfg)

@@ -1,6 +1,6 @@
 import pytest
 
-from cag_utils.config import (ConfigError, key_sections, load_config, notebook_config, parse_override,
+from cag_utils.run.config import (ConfigError, key_sections, load_config, notebook_config, parse_override,
                               validate_overrides)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cag_utils.contrast import low_contrast_mask, se_diameter_for, vessel_contrast, vessel_contrast_batch
+from cag_utils.cnn.contrast import low_contrast_mask, se_diameter_for, vessel_contrast, vessel_contrast_batch
 
 
 def line_image(depth: float, size: int = 128, width: int = 3, noise: float = 8.0, seed: int = 0) -> np.ndarray:

@@ -9,8 +9,9 @@ import pandas as pd
 import pydicom
 import pytest
 
-from cag_utils import corpus, extraction, ingest
-from cag_utils.dataset import sampling_kwargs
+from cag_utils.corpus import corpus, extraction
+from cag_utils.data import ingest
+from cag_utils.data.dataset import sampling_kwargs
 from cag_utils.synth import anatomy
 from cag_utils.synth.reports import make_reports, sample_clinical_facts
 

@@ -1,4 +1,4 @@
-"""De-identification (cag_utils.deid, PS3.15 Annex E basic profile): no PHI survives a save."""
+"""De-identification (cag_utils.data.deid, PS3.15 Annex E basic profile): no PHI survives a save."""
 from __future__ import annotations
 
 import re
@@ -12,8 +12,8 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, XRayAngiographicImageStorage
 
-from cag_utils.deid import ACTIONS, DATE_SHIFT_RANGE, Pseudonymizer, deidentify
-from cag_utils.dicom import read_xa, write_xa
+from cag_utils.data.deid import ACTIONS, DATE_SHIFT_RANGE, Pseudonymizer, deidentify
+from cag_utils.data.dicom import read_xa, write_xa
 
 PHI = {
     "PatientName": "QXFAKENAME^HANAKO", "PatientID": "QX-PID-314159", "PatientBirthDate": "19580704",
@@ -142,8 +142,8 @@ def test_action_table_uses_real_keywords() -> None:
 
 
 # --------------------------------------------------------------------------- the salt of real data
-from cag_utils.config import REPO_ROOT, load_config  # noqa: E402
-from cag_utils.deid import SALT_ENV, SaltError, resolve_salt  # noqa: E402
+from cag_utils.data.deid import SALT_ENV, SaltError, resolve_salt  # noqa: E402
+from cag_utils.run.config import REPO_ROOT, load_config  # noqa: E402
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def test_secret_salt_from_env_or_a_file_outside_the_repository(real_cfg, monkeyp
 
 
 def test_real_data_fingerprint_follows_the_secret_salt_without_storing_it(real_cfg, monkeypatch):
-    from cag_utils.dataset import data_fingerprint
+    from cag_utils.data.dataset import data_fingerprint
 
     monkeypatch.setenv(SALT_ENV, "first-secret-salt-000")
     first = data_fingerprint(real_cfg)

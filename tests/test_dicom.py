@@ -1,4 +1,4 @@
-"""Reader/writer of X-ray angiography DICOM (cag_utils.dicom): round trips, normalisation, errors."""
+"""Reader/writer of X-ray angiography DICOM (cag_utils.data.dicom): round trips, normalisation, errors."""
 from __future__ import annotations
 
 import warnings
@@ -10,7 +10,7 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGExtended12Bit, JPEGLosslessSV1, XRayAngiographicImageStorage
 
-from cag_utils.dicom import (
+from cag_utils.data.dicom import (
     ColourImageError,
     DicomReadError,
     MissingPixelDataError,

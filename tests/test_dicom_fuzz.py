@@ -1,5 +1,5 @@
-"""Header fuzzing of the DICOM reader and the ingest (cag_utils.dicom_fuzz), and the fallbacks
-of cag_utils.dicom_header on the crashes issue 24 names. A few seconds in all."""
+"""Header fuzzing of the DICOM reader and the ingest (cag_utils.data.dicom_fuzz), and the fallbacks
+of cag_utils.data.dicom_header on the crashes issue 24 names. A few seconds in all."""
 from __future__ import annotations
 
 import logging
@@ -11,9 +11,9 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from cag_utils import dicom, ingest
-from cag_utils.dicom import ImageTooLargeError, InvalidHeaderError, TruncatedFileError, read_xa, write_xa
-from cag_utils.dicom_fuzz import MUTATIONS, PHI, fuzz
+from cag_utils.data import dicom_decode, ingest
+from cag_utils.data.dicom import ImageTooLargeError, InvalidHeaderError, TruncatedFileError, read_xa, write_xa
+from cag_utils.data.dicom_fuzz import MUTATIONS, PHI, fuzz
 
 FRAMES = np.random.default_rng(3).integers(0, 256, (3, 16, 12)).astype(np.uint8)
 
@@ -67,7 +67,7 @@ def test_ingest_fuzz_turns_every_bad_file_into_a_reject_or_a_run():
 
 def test_fuzzer_finds_the_old_crashes(monkeypatch, tmp_path):
     """The fuzzer is not blind: a reader that lets a header value through raw is caught."""
-    from cag_utils import dicom_fuzz
+    from cag_utils.data import dicom_fuzz
 
     def naive(path, xa_cine_only=False, label=None):  # the header handling of the reader before issue 24
         ds = pydicom.dcmread(path)
@@ -86,7 +86,7 @@ def test_fuzzer_finds_the_old_crashes(monkeypatch, tmp_path):
 # --------------------------------------------------------------------------- the named crashes, now fallbacks
 def test_missing_photometric_reads_as_monochrome2_and_logs(tmp_path, caplog):
     path = _edit(_xa(tmp_path / "a.dcm"), PhotometricInterpretation=None)
-    with caplog.at_level(logging.WARNING, logger="cag_utils.dicom"):
+    with caplog.at_level(logging.WARNING, logger="cag_utils.data.dicom"):
         run = read_xa(path, label="EX-1 file 1")
     np.testing.assert_array_equal(run.frames, FRAMES)
     assert run.photometric == "MONOCHROME2" and any("PhotometricInterpretation missing" in r for r in run.repairs)
@@ -103,7 +103,7 @@ def test_malformed_lut_is_ignored_and_raw_values_used(tmp_path, caplog, keyword,
     ds = pydicom.dcmread(path)
     setattr(ds, keyword, [item])
     ds.save_as(path)
-    with caplog.at_level(logging.WARNING, logger="cag_utils.dicom"):
+    with caplog.at_level(logging.WARNING, logger="cag_utils.data.dicom"):
         run = read_xa(path)
     np.testing.assert_array_equal(run.frames, FRAMES)  # the raw 8-bit values, not the inverting table
     assert any(r.startswith(f"{keyword} ") and "ignored" in r for r in run.repairs), run.repairs
@@ -146,8 +146,8 @@ def test_absurd_size_refused_from_the_header_before_decoding(tmp_path, monkeypat
     def no_decoding(*args, **kwargs):
         raise AssertionError("pixels decoded despite an absurd header")
 
-    monkeypatch.setattr(dicom, "_decode", no_decoding)
-    monkeypatch.setattr(dicom, "_decode_compressed", no_decoding)
+    monkeypatch.setattr(dicom_decode, "decode", no_decoding)
+    monkeypatch.setattr(dicom_decode, "decode_compressed", no_decoding)
     for syntax in ("explicit", "rle"):
         path = _edit(_xa(tmp_path / f"{syntax}.dcm", transfer_syntax=syntax), Rows=65535, Columns=65535,
                      NumberOfFrames=100000)
@@ -188,7 +188,7 @@ def test_unexpected_exception_is_a_reject_by_type_only(tmp_path, monkeypatch, ca
     monkeypatch.setattr(ingest, "deidentify", broken)
     job = ingest.ExamInput(str(tmp_path), "c/e", "c", "salt-for-a-test", {}, {"min_gap": 1, "smooth": 1,
                            "prominence": 0.0}, ["c/e/run0.dcm", "c/e/run1.dcm"])
-    with caplog.at_level(logging.WARNING, logger="cag_utils.ingest"):
+    with caplog.at_level(logging.WARNING, logger="cag_utils.data.ingest"):
         out = ingest._ingest_exam(job)
     assert [r["error"] for r in out.rejects] == ["RuntimeError", "RuntimeError"]
     assert all(r["reason"] == ingest.UNEXPECTED for r in out.rejects)
@@ -211,7 +211,7 @@ def test_time_limit_is_enforced_off_the_main_thread(tmp_path, monkeypatch):
     """SIGALRM only works in the main thread: elsewhere a watched worker thread keeps the limit."""
     import time
 
-    from cag_utils import dicom_fuzz
+    from cag_utils.data import dicom_fuzz
 
     path = _xa(tmp_path / "IM0001")
     case = dicom_fuzz.Case(0, path.name, "delete", "Rows", "")

@@ -1,4 +1,4 @@
-"""Disk space (cag_utils.diskspace): estimates against the measured cohorts, and an early refusal
+"""Disk space (cag_utils.run.diskspace): estimates against the measured cohorts, and an early refusal
 with the numbers when shutil.disk_usage says the disk is too small (monkeypatched)."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cag_utils import diskspace
-from cag_utils.config import load_config
-from cag_utils.dataset import build_dataset
-from cag_utils.dicom import write_xa
-from cag_utils.diskspace import DiskSpaceError, cohort_bytes, processed_bytes, require_space
+from cag_utils.data.dataset import build_dataset
+from cag_utils.data.dicom import write_xa
+from cag_utils.run import diskspace
+from cag_utils.run.config import load_config
+from cag_utils.run.diskspace import DiskSpaceError, cohort_bytes, processed_bytes, require_space
 from cag_utils.synth.cohort import generate_cohort
 
 Usage = namedtuple("Usage", "total used free")

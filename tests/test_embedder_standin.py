@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
-from cag_utils.config import REPO_ROOT, load_config
-from cag_utils.metrics.findings import parse_summary
-from cag_utils.metrics.vlscore import SiglipEmbedder
+from cag_utils.evaluation.metrics.findings import parse_summary
+from cag_utils.evaluation.metrics.vlscore import SiglipEmbedder
+from cag_utils.run.config import REPO_ROOT, load_config
 from cag_utils.synth.cohort import draw_exams
 from cag_utils.vlm import embedder_standin as es
 

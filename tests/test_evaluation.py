@@ -101,8 +101,8 @@ def test_vlscore_is_the_mean_of_the_per_item_scores(record, scores):
 
 
 def test_parsed_findings_in_the_per_item_file_come_from_the_outputs(scores, predictions):
-    from cag_utils.corpus import format_lesions
-    from cag_utils.metrics.findings import parse_summary
+    from cag_utils.corpus.corpus import format_lesions
+    from cag_utils.evaluation.metrics.findings import parse_summary
 
     key = ["record_id", *CELL]
     merged = scores.merge(predictions[[*key, "output"]], on=key, validate="one_to_one")

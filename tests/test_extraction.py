@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cag_utils import extraction, ingest
-from cag_utils.dataset import sampling_kwargs
-from cag_utils.labels import CLASSES, class_index
-from cag_utils.splits import patient_split
+from cag_utils.corpus import extraction
+from cag_utils.data import ingest
+from cag_utils.data.dataset import sampling_kwargs
+from cag_utils.data.labels import CLASSES, class_index
+from cag_utils.data.splits import patient_split
 
 
 def _cands(rows):

@@ -17,8 +17,8 @@ sys.path.insert(0, str(BENCH))
 
 # DICOM, notebook, metric and data-stack modules the GPU check must never import. ``datasets`` too: the GPU
 # machine's image has none, and where it is installed transformers' Trainer imports it (and it pandas).
-BLOCKED = ("pydicom", "papermill", "nbformat", "sacrebleu", "pandas", "datasets", "cag_utils.dicom",
-           "cag_utils.metrics", "cag_utils.intervals", "cag_utils.synth")
+BLOCKED = ("pydicom", "papermill", "nbformat", "sacrebleu", "pandas", "datasets", "cag_utils.data.dicom",
+           "cag_utils.evaluation.metrics", "cag_utils.intervals", "cag_utils.synth")
 KINDS = ("paligemma", "gemma3", "conceptclip_gemma3")
 
 

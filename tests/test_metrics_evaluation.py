@@ -1,12 +1,12 @@
-"""Notebook 06's glue (`cag_utils.evaluation`): the per-item table, VLScore per item, the selection rule, the table."""
+"""Notebook 06's glue (`cag_utils.evaluation.evaluation`): the per-item table, VLScore per item, the selection rule, the table."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cag_utils import evaluation
-from cag_utils.evaluation import PAPER_NAME, cell_key, item_table, metrics_table, rating_cases, select_model
+from cag_utils.evaluation import evaluation
+from cag_utils.evaluation.evaluation import PAPER_NAME, cell_key, item_table, metrics_table, rating_cases, select_model
 
 FAMILIES = ["paligemma", "gemma3"]
 LABELS = {"paligemma": "PaliGemma2", "gemma3": "Gemma3"}

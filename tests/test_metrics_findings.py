@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from cag_utils.metrics.findings import (Findings, label_accuracy, lesion_counts, lesion_f1, lesion_indicators,
+from cag_utils.evaluation.metrics.findings import (Findings, label_accuracy, lesion_counts, lesion_f1, lesion_indicators,
                                         parse_summary, restrict_to_artery)
 from cag_utils.synth import reports as R
 from cag_utils.synth.anatomy import sample_dominance, sample_lesions

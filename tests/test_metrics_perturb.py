@@ -1,12 +1,12 @@
-"""Perturbations of reference summaries and the metric-validity benchmark (cag_utils.metrics.perturb, .validity)."""
+"""Perturbations of reference summaries and the metric-validity benchmark (cag_utils.evaluation.metrics.perturb, .validity)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cag_utils.metrics import perturb, validity
-from cag_utils.metrics.findings import parse_summary
+from cag_utils.evaluation.metrics import perturb, validity
+from cag_utils.evaluation.metrics.findings import parse_summary
 from cag_utils.vlm.tokenizer import draw_reports
 
 LESION_TEXT = {"en": "Right-dominant circulation.\nAngiographic findings: #1 50% stenosis, #6 90% stenosis and "
@@ -133,7 +133,7 @@ def test_validity_summary_separates_a_valid_from_a_blind_metric(references):
 
 
 def test_the_model_table_marks_a_failing_metric():
-    from cag_utils import evaluation
+    from cag_utils.evaluation import evaluation
 
     tab = evaluation.metrics_table({}, ["gemma3"], {"gemma3": "Gemma3"}, ["en"],
                                    validity={"bleu": {"passes": False}, "vlscore": {"passes": True}})

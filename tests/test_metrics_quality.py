@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
-from cag_utils.metrics import quality as Q
-from cag_utils.metrics.quality import (SHARES, duplicate_lesion_segment, has_plan, output_quality, repeated_ngram,
+from cag_utils.evaluation.metrics import quality as Q
+from cag_utils.evaluation.metrics.quality import (SHARES, duplicate_lesion_segment, has_plan, output_quality, repeated_ngram,
                                        script_language, words)
+from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
 from cag_utils.synth import reports as R
 from cag_utils.synth.anatomy import sample_dominance, sample_lesions
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from cag_utils.metrics.text import (_score_from_stats, corpus_metric, make_metric, normalise, paired_significance,
+from cag_utils.evaluation.metrics.text import (_score_from_stats, corpus_metric, make_metric, normalise, paired_significance,
                                     segment_statistics, tokenizer_for)
 from cag_utils.synth.reports import ClinicalFacts, Lesion, make_reports
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from cag_utils.metrics.vlscore import (MAX_UNIT_AREA, SiglipEmbedder, triangle_area, vlscore,
+from cag_utils.evaluation.metrics.vlscore import (MAX_UNIT_AREA, SiglipEmbedder, triangle_area, vlscore,
                                        vlscore_from_embeddings, vlscore_summary)
 
 E1, E2, E3 = np.eye(3)

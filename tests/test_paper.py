@@ -1,6 +1,6 @@
 """`make paper` builds: the manuscript compiles from the committed results, and no generated number is missing.
 
-The LaTeX inputs are generated from `results/` into a temporary folder (`cag_utils.report.generate`) and
+The LaTeX inputs are generated from `results/` into a temporary folder (`cag_utils.run.report.generate`) and
 `paper/main.tex` is compiled there with latexmk, next to a link to `figures/`; nothing in the repository is
 written. Skipped where latexmk is not installed (`.ci/run` installs it).
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cag_utils.report import generate, macro_words, notebook_stem
+from cag_utils.run.report import generate, macro_words, notebook_stem
 
 REPO = Path(__file__).resolve().parent.parent
 

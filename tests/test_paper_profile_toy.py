@@ -1,4 +1,4 @@
-"""The paper profile end to end at toy size (issue 26, part 2): `python -m cag_utils.pipeline --profile paper`
+"""The paper profile end to end at toy size (issue 26, part 2): `python -m cag_utils.run.pipeline --profile paper`
 runs all six notebooks on the CPU, shrunk by `-p` overrides only, against tiny checkpoints in the published
 formats written here with `save_pretrained`, into a temporary output root.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from cag_utils.config import REPO_ROOT, load_profile
+from cag_utils.run.config import REPO_ROOT, load_profile
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -146,10 +146,10 @@ OVERRIDES = {
 
 
 def run_paper_profile(out: Path, checkpoints: dict[str, Path], extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """`python -m cag_utils.pipeline --profile paper` with the toy overrides, writing under `out` only."""
+    """`python -m cag_utils.run.pipeline --profile paper` with the toy overrides, writing under `out` only."""
     args = [f"{k}={json.dumps(v)}" for k, v in {**OVERRIDES, **{k: str(p) for k, p in checkpoints.items()}}.items()]
     env = {**os.environ, "CAG_OUTPUT_ROOT": str(out), "PYTHONHASHSEED": "0"}
-    cmd = [sys.executable, "-m", "cag_utils.pipeline", "--profile", "paper", "--no-wait", *extra,
+    cmd = [sys.executable, "-m", "cag_utils.run.pipeline", "--profile", "paper", "--no-wait", *extra,
            *[x for a in args for x in ("-p", a)]]
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
 
@@ -221,8 +221,8 @@ def test_every_step_ran_under_the_paper_profile_after_an_ok_preflight(run):
 def test_the_cpu_needs_the_explicit_flag(monkeypatch):
     import torch
 
-    from cag_utils import preflight
-    from cag_utils.config import load_config
+    from cag_utils.run import preflight
+    from cag_utils.run.config import load_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)   # as on CI, also on a machine with a GPU
     row = preflight.check_device(load_config("paper", "cnn"))

@@ -1,4 +1,4 @@
-"""cag_utils.pipeline on throwaway notebooks and profiles in a tmp folder (real papermill runs)."""
+"""cag_utils.run.pipeline on throwaway notebooks and profiles in a tmp folder (real papermill runs)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cag_utils import pipeline
-from cag_utils.config import ConfigError
+from cag_utils.run import pipeline
+from cag_utils.run.config import ConfigError
 
 PROFILE = """\
 common:
@@ -34,9 +34,9 @@ def write_notebook(path: Path, section: str, params: dict, body: list[str]) -> P
 
 
 def saving(name: str, value: str) -> str:
-    """A cell that writes results/<subdir>/<name>.json like cag_utils.results.Run.save: under
-    cag_utils.config.results_dir, which the pipeline points at the step's staging folder."""
-    return ("import json\nfrom cag_utils.config import results_dir\n"
+    """A cell that writes results/<subdir>/<name>.json like cag_utils.run.results.Run.save: under
+    cag_utils.run.config.results_dir, which the pipeline points at the step's staging folder."""
+    return ("import json\nfrom cag_utils.run.config import results_dir\n"
             "out = results_dir(profile)\n"
             "out.mkdir(parents=True, exist_ok=True)\n"
             f"(out / '{name}.json').write_text(json.dumps({{'notebook': '{name}', 'results': {{'v': {value}}}}}))")

@@ -1,4 +1,4 @@
-"""cag_utils.preflight: every check OK and failing, the table, and the pipeline's use of it (no notebook runs)."""
+"""cag_utils.run.preflight: every check OK and failing, the table, and the pipeline's use of it (no notebook runs)."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cag_utils import pipeline, preflight
-from cag_utils.config import REPO_ROOT, load_config
-from cag_utils.ingest import LABEL_COLUMNS
+from cag_utils.data.ingest import LABEL_COLUMNS
+from cag_utils.run import pipeline, preflight
+from cag_utils.run.config import REPO_ROOT, load_config
 
 ALL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json")
 VLM_KINDS = ("config", "weights", "tokenizer", "processor")
@@ -155,7 +155,7 @@ def test_notebook_06_reads_the_embedder_folder_the_preflight_checked(tmp_path, m
     notebooks/, and a hub id from the local Hugging Face cache (it used to take the text as a folder)."""
     from huggingface_hub import constants
 
-    from cag_utils import evaluation
+    from cag_utils.evaluation import evaluation
 
     paper = load_config("paper", "evaluation")
     repo = tmp_path / "models--someone--embedder"

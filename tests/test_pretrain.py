@@ -11,7 +11,7 @@ from cag_utils.cnn.pretrain import (
     pretrained_weights,
 )
 from cag_utils.cnn.stage import checkpoint_dir, train_config
-from cag_utils.config import load_config
+from cag_utils.run.config import load_config
 from test_cnn import TRAIN_CFG, synthetic_set
 
 

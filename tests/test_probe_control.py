@@ -1,5 +1,5 @@
 """Linear probes (cag_utils.vlm.probe), the positive control (cag_utils.vlm.control) and the paired image effects
-of notebook 06 (cag_utils.evaluation.image_effects)."""
+of notebook 06 (cag_utils.evaluation.evaluation.image_effects)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from cag_utils import evaluation
+from cag_utils.evaluation import evaluation
 from cag_utils.vlm import control, probe
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cag_utils.rating import (FORM_COLUMNS, RatingCase, RatingImportError, build_packet, import_ratings, read_key,
+from cag_utils.evaluation.rating import (FORM_COLUMNS, RatingCase, RatingImportError, build_packet, import_ratings, read_key,
                               summarise_ratings)
 
 MODELS = ("gemma3 w/ LoRA", "paligemma2 w/ LoRA", "gemma3 w/o LoRA")
@@ -171,7 +171,7 @@ def test_packet_renders_and_its_form_round_trips_in_headless_chromium(packet, tm
 
 
 def test_screenshot_says_none_without_chromium(packet, tmp_path, monkeypatch):
-    import cag_utils.rating as rating
+    import cag_utils.evaluation.rating as rating
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert rating.screenshot(packet["html"], tmp_path / "shot.png") is None
@@ -184,7 +184,7 @@ def test_screenshot_says_none_without_chromium(packet, tmp_path, monkeypatch):
 def test_screenshot_writes_the_page_as_drawn(packet, tmp_path):
     from PIL import Image
 
-    from cag_utils.rating import screenshot
+    from cag_utils.evaluation.rating import screenshot
 
     shot = screenshot(packet["html"], tmp_path / "sub" / "shot.png", width=800, height=600)
     pixels = np.asarray(Image.open(shot).convert("L"))

@@ -1,6 +1,6 @@
 """README.md as an entry point and docs/ as the rest: the README stays short, its generated headline tables
 (and those in docs/) are what results/*.json gives, and every relative link points to a file and heading
-that exist (cag_utils.readme_tables)."""
+that exist (cag_utils.run.readme_tables)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from cag_utils import readme_tables, report
-from cag_utils.config import REPO_ROOT
+from cag_utils.run import readme_tables, report
+from cag_utils.run.config import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 MAX_README_LINES = 200

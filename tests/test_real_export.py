@@ -13,10 +13,9 @@ import pandas as pd
 import pydicom
 import pytest
 
-from cag_utils import ingest
-from cag_utils.config import REPO_ROOT
-from cag_utils.dataset import sampling_kwargs
-from cag_utils.config import load_config
+from cag_utils.data import ingest
+from cag_utils.data.dataset import sampling_kwargs
+from cag_utils.run.config import REPO_ROOT, load_config
 from cag_utils.synth.export_tree import (EXPECTED_LABEL_PROBLEMS, EXPECTED_REJECTS, EXPECTED_REPORT_PROBLEMS,
                                          build_export)
 

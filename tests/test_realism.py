@@ -1,11 +1,11 @@
-"""The realism table and its peak-fill renders (cag_utils.realism)."""
+"""The realism table and its peak-fill renders (cag_utils.data.realism)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cag_utils import realism
+from cag_utils.data import realism
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 - The committed results of every notebook name a clean commit that is an ancestor of HEAD.
 - Every headline estimate is recomputed with scikit-learn from the committed per-item file.
 - After nbval has re-executed the notebooks under the session's `$CAG_OUTPUT_ROOT` (root
-  conftest.py), each notebook's results pass `cag_utils.tolerance.check_reexecution`
+  conftest.py), each notebook's results pass `cag_utils.run.tolerance.check_reexecution`
   against the committed ones; a warning says when they are not also bit-identical.
 - Last: the whole session left `git status` as it found it.
 """
@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from cag_utils.tolerance import check_reexecution, load_spread, without_timings
+from cag_utils.run.tolerance import check_reexecution, load_spread, without_timings
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"

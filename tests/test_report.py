@@ -1,4 +1,4 @@
-"""cag_utils.report: macro names, number formats, escaped tables, deterministic output."""
+"""cag_utils.run.report: macro names, number formats, escaped tables, deterministic output."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cag_utils import report
+from cag_utils.run import report
 
 
 def record(notebook: str, results: dict, profile: str = "smoke") -> dict:

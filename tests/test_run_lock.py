@@ -1,4 +1,4 @@
-"""One run at a time per data folder (cag_utils.runlock), with two real processes: one holds
+"""One run at a time per data folder (cag_utils.run.runlock), with two real processes: one holds
 the lock briefly, the other is the pipeline CLI with --no-wait, or a waiting run."""
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cag_utils.config import REPO_ROOT
-from cag_utils.runlock import RunLockedError, run_lock
+from cag_utils.run.config import REPO_ROOT
+from cag_utils.run.runlock import RunLockedError, run_lock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from cag_utils.runlock import run_lock
+from cag_utils.run.runlock import run_lock
 root, release = Path(sys.argv[1]), Path(sys.argv[2])
 with run_lock(root, "smoke"):
     print("held", flush=True)
@@ -30,7 +30,7 @@ print("released", flush=True)
 
 WAIT = """
 import sys
-from cag_utils.runlock import run_lock
+from cag_utils.run.runlock import run_lock
 with run_lock(sys.argv[1], "smoke", wait=True, poll_s=0.05):
     print("acquired", flush=True)
 """
@@ -55,7 +55,7 @@ def _tiny_repo(root: Path) -> list[str]:
     (root / "notebooks").mkdir()
     head = nbformat.v4.new_code_cell('profile = "smoke"\nsection = "a"\nn = None')
     head.metadata["tags"] = ["parameters"]
-    body = nbformat.v4.new_code_cell("from cag_utils.config import results_dir\n"
+    body = nbformat.v4.new_code_cell("from cag_utils.run.config import results_dir\n"
                                      "results_dir(profile).mkdir(parents=True, exist_ok=True)\n"
                                      "(results_dir(profile) / '01_x.json').write_text('{}')")
     nb = nbformat.v4.new_notebook(cells=[head, body])
@@ -73,7 +73,7 @@ def test_second_pipeline_with_no_wait_refuses_at_once(tmp_path):
     holder = _holder(tmp_path / "repo" / "work", release)
     try:
         t0 = time.monotonic()
-        second = subprocess.run([sys.executable, "-m", "cag_utils.pipeline", "--profile", "smoke", "--no-wait",
+        second = subprocess.run([sys.executable, "-m", "cag_utils.run.pipeline", "--profile", "smoke", "--no-wait",
                                  *folders], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
         assert second.returncode == 3, second.stderr
         assert "another run (process" in second.stderr and "--no-wait" in second.stderr

@@ -19,8 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cag_utils import pipeline
-from cag_utils.config import REPO_ROOT, ConfigError
+from cag_utils.run import pipeline
+from cag_utils.run.config import REPO_ROOT, ConfigError
 
 PROFILE = """\
 common:
@@ -35,7 +35,7 @@ b:
 COUNT = [
     # setup: progress lives under data/work, named by the setting (like a content-hashed checkpoint)
     "import json, os, time\n"
-    "from cag_utils.config import figures_dir, results_dir, work_dir\n"
+    "from cag_utils.run.config import figures_dir, results_dir, work_dir\n"
     "n = 2 if n is None else n\n"
     "delay = 0.05 if delay is None else delay\n"
     "state_file = work_dir(profile) / f'count-{n}.json'\n"
@@ -62,7 +62,7 @@ COUNT = [
 
 READ = [
     "import json\n"
-    "from cag_utils.config import results_dir\n"
+    "from cag_utils.run.config import results_dir\n"
     "label = 'x' if label is None else label\n"
     "upstream = json.loads((results_dir(profile) / '01_count.json').read_text())['results']\n"
     "(results_dir(profile) / '02_read.json').write_text(json.dumps(\n"
@@ -183,7 +183,7 @@ def test_signal_during_a_step_keeps_outputs_and_the_rerun_resumes(repo, tmp_path
     before = committed(repo)
 
     # The CLI in its own process group, as from a terminal; SIGINT reset in case pytest runs with it ignored.
-    command = [sys.executable, "-m", "cag_utils.pipeline", *cli(repo, "--only", "01", "--update-committed",
+    command = [sys.executable, "-m", "cag_utils.run.pipeline", *cli(repo, "--only", "01", "--update-committed",
                                                                     "-p", "n=8", "-p", "delay=0.4")]
     proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

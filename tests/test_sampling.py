@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cag_utils.sampling import intensity_curves, sample_frames
+from cag_utils.data.sampling import intensity_curves, sample_frames
 
 
 def test_curves_match_numpy_for_uint8_and_float():

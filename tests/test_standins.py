@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from cag_utils.config import REPO_ROOT, load_config
+from cag_utils.run.config import REPO_ROOT, load_config
 from cag_utils.vlm import build, make_standins, stage, standins, tokenizer
 
 CFG = load_config("smoke", "finetune")
@@ -91,7 +91,7 @@ def test_the_pretrained_lm_answers_a_report_in_its_language_before_any_lora():
     import torch
     from transformers import Gemma3ForCausalLM
 
-    from cag_utils.metrics.quality import has_plan, script_language
+    from cag_utils.evaluation.metrics.quality import has_plan, script_language
 
     tok = AutoTokenizer.from_pretrained(ROOT / "lm")
     model = Gemma3ForCausalLM.from_pretrained(ROOT / "lm").eval()

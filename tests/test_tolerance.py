@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 
-from cag_utils.tolerance import K_SD, check_reexecution, tolerance_table, without_timings
+from cag_utils.run.tolerance import K_SD, check_reexecution, tolerance_table, without_timings
 
 COMMITTED = {"results": {
     "exact": {"n_test": 600, "training_status": "completed"},

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cag_utils.config import load_config, load_profile
+from cag_utils.run.config import load_config, load_profile
 from cag_utils.vlm import build, data, generate, lora, stage, standins, tokenizer
 
 LOOP = {"max_steps": 3, "warmup_steps": 1, "eval_every": 2, "patience": 5, "min_delta": 0.01, "weight_decay": 0.01}

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from cag_utils.labels import CLASSES, KEY_FRAME_CATEGORIES, LATERALITIES
+from cag_utils.data.labels import CLASSES, KEY_FRAME_CATEGORIES, LATERALITIES
 
 __all__ = [
     "AUGMENTATIONS",

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from cag_utils.cnn.data import FrameDataset, build_transform
 from cag_utils.cnn.model import model_in_chans
-from cag_utils.labels import CLASSES, KEY_FRAME_CATEGORIES
+from cag_utils.data.labels import CLASSES, KEY_FRAME_CATEGORIES
 
 __all__ = ["classification_metrics", "plot_confusion_matrix", "plot_training_curves", "predict"]
 

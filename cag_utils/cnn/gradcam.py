@@ -18,7 +18,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from cag_utils.cnn.data import build_transform, validate_frame
 from cag_utils.cnn.model import last_stage, model_in_chans
-from cag_utils.labels import CLASSES
+from cag_utils.data.labels import CLASSES
 
 __all__ = ["gradcam_heatmaps", "plot_gradcam_overlays"]
 

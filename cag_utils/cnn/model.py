@@ -1,7 +1,7 @@
 """The stage-1 frame classifier: a timm ConvNeXt with a 6-way head.
 
 Paper setting: ConvNeXt-Base, ImageNet 1000-way head replaced by a 6-way head
-(laterality x key-frame category, order = ``cag_utils.labels.CLASSES``). The smoke profile
+(laterality x key-frame category, order = ``cag_utils.data.labels.CLASSES``). The smoke profile
 uses ``convnext_atto`` (3.7 M parameters) so it trains on a CPU.
 
 Weights. Nothing is ever downloaded: ImageNet weights come only from a local file handed
@@ -31,7 +31,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
-from cag_utils.labels import CLASSES
+from cag_utils.data.labels import CLASSES
 
 __all__ = ["build_model", "count_parameters", "last_stage", "model_in_chans"]
 

@@ -17,7 +17,7 @@ laterality depends on; the six labels are never used.
 - **Cache.** ``data/work/<profile>/pretrain-<hash>/``: ``cohort/`` (sampled frames and table, hash
   of the generator settings) and ``<model>-<hash>/backbone.safetensors`` (hash of cohort and
   training settings), so a fresh clone computes it once. Both are checked against the sha256
-  recorded when they were written (cag_utils.cachecheck); a damaged one is built again (logged).
+  recorded when they were written (cag_utils.run.cachecheck); a damaged one is built again (logged).
 
 Profile keys (``cnn`` section): ``cnn_pretrain`` (``none`` | ``synthetic_angles``),
 ``cnn_pretrain_exams``, ``cnn_pretrain_epochs``, ``cnn_pretrain_lr``. A non-empty
@@ -44,12 +44,12 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cag_utils.cachecheck import CacheError, check_file, check_folder, fix_command
-from cag_utils.cachecheck import log as cache_log
 from cag_utils.cnn.data import FrameDataset, build_transform, default_mean_std
 from cag_utils.cnn.model import build_model
 from cag_utils.cnn.train import NOT_RECIPE_KEYS, _epoch_seed, _make_accelerator, _save_weights, _write_json, resolve_config
-from cag_utils.seed import seed_everything, set_threads
+from cag_utils.run.cachecheck import CacheError, check_file, check_folder, fix_command
+from cag_utils.run.cachecheck import log as cache_log
+from cag_utils.run.seed import seed_everything, set_threads
 
 __all__ = [
     "PRETRAIN_TASKS", "PretrainResult", "aux_cohort_settings", "build_aux_cohort", "check_disjoint",
@@ -107,10 +107,10 @@ def build_aux_cohort(aux_cfg: dict[str, Any], out_dir: Path, progress: bool = Tr
     the stage-3 stand-ins' captions) on every frame row and a patient split
     (``train``/``val``). The raw DICOM files are deleted once read.
     """
-    from cag_utils import ingest
-    from cag_utils.dataset import sampling_kwargs
-    from cag_utils.deid import resolve_salt
-    from cag_utils.splits import patient_split
+    from cag_utils.data import ingest
+    from cag_utils.data.dataset import sampling_kwargs
+    from cag_utils.data.deid import resolve_salt
+    from cag_utils.data.splits import patient_split
     from cag_utils.synth.cohort import generate_cohort
 
     out_dir = Path(out_dir)
@@ -253,7 +253,7 @@ def pretrained_weights(cfg: dict[str, Any], train_cfg: dict[str, Any], image_siz
     ``main_patients``: cohort name -> patient IDs that the auxiliary cohort must not contain
     (default: both processed cohorts of notebook 01).
     """
-    from cag_utils.config import load_config, work_dir
+    from cag_utils.run.config import load_config, work_dir
 
     if cfg.get("cnn_pretrained_file"):
         path = Path(cfg["cnn_pretrained_file"])
@@ -265,7 +265,7 @@ def pretrained_weights(cfg: dict[str, Any], train_cfg: dict[str, Any], image_siz
         raise ValueError(f"cnn_pretrain must be 'none' or one of {sorted(PRETRAIN_TASKS)}, got {task!r}")
     data_cfg = {**load_config(cfg["profile"], "data"), **{k: cfg[k] for k in ("seed", "num_workers") if k in cfg}}
     aux_cfg = aux_cohort_settings(data_cfg, cfg["cnn_pretrain_exams"], image_size)
-    from cag_utils.dataset import sampling_kwargs
+    from cag_utils.data.dataset import sampling_kwargs
     from cag_utils.synth.cohort import generator_settings
 
     cohort_key = {"generator": generator_settings(aux_cfg), "sampling": sampling_kwargs(aux_cfg),
@@ -308,7 +308,7 @@ def backbone_problem(out_dir: Path) -> str | None:
 
 def _main_patients(cfg: dict[str, Any]) -> dict[str, Any]:
     """Patient IDs of the processed cohorts of notebook 01 (each split of the annotation cohort)."""
-    from cag_utils.dataset import COHORTS, dataset_dir
+    from cag_utils.data.dataset import COHORTS, dataset_dir
 
     out: dict[str, Any] = {}
     for cohort in COHORTS:

@@ -21,10 +21,10 @@ import torch
 
 from cag_utils.cnn.evaluate import classification_metrics, predict
 from cag_utils.cnn.train import NOT_RECIPE_KEYS, resolve_config
+from cag_utils.data.labels import CLASSES, KEY_FRAME_CATEGORIES
 from cag_utils.intervals import (
     accuracy_from_confusion, collapse_confusion, confusion_by_patient, macro_f1_from_confusion, patient_bootstrap,
 )
-from cag_utils.labels import CLASSES, KEY_FRAME_CATEGORIES
 
 __all__ = [
     "HEADLINE_METRICS", "PROFILE_KEYS", "checkpoint_dir", "evaluate_split", "f1_summary", "headline_intervals",
@@ -152,7 +152,7 @@ def pick_examples(predictions: pd.DataFrame, per_class: int, seed: int) -> pd.Da
     return pd.concat(picked) if picked else predictions.iloc[:0]
 
 
-# class index = laterality * 3 + key-frame category (cag_utils.labels.class_index)
+# class index = laterality * 3 + key-frame category (cag_utils.data.labels.class_index)
 _LATERALITY = [i // len(KEY_FRAME_CATEGORIES) for i in range(len(CLASSES))]
 _KEY_FRAME = [i % len(KEY_FRAME_CATEGORIES) for i in range(len(CLASSES))]
 # Headline metrics as functions of a (..., 6, 6) confusion matrix: what the patient bootstrap resamples.

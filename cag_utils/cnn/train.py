@@ -16,7 +16,7 @@ Files in ``out_dir``:
   best.safetensors + config.json   weights with the best validation macro-F1, and the recipe
   last.safetensors + last_state.pt weights, optimizer state, history after the last epoch
   rejected_frames.json             frames ``check_frames`` refused
-  <file>.sha256                    content hash of each of the files above (cag_utils.cachecheck):
+  <file>.sha256                    content hash of each of the files above (cag_utils.run.cachecheck):
                                    a resumed run whose files fail it (or cannot be read) trains again
                                    from the first epoch, saying so; ``load_trained`` raises CacheError
                                    naming the folder and the command that rebuilds it
@@ -50,13 +50,13 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from cag_utils.cachecheck import CacheError, check_file, fix_command, seal
-from cag_utils.cachecheck import log as cache_log
 from cag_utils.cnn.data import FrameDataset, build_transform, check_frames, default_mean_std
 from cag_utils.cnn.evaluate import classification_metrics
 from cag_utils.cnn.model import build_model
-from cag_utils.labels import CLASSES
-from cag_utils.seed import seed_everything, set_threads
+from cag_utils.data.labels import CLASSES
+from cag_utils.run.cachecheck import CacheError, check_file, fix_command, seal
+from cag_utils.run.cachecheck import log as cache_log
+from cag_utils.run.seed import seed_everything, set_threads
 
 __all__ = ["DEFAULT_CONFIG", "PAPER_CONFIG", "TrainResult", "load_trained", "resolve_config", "train_classifier"]
 
@@ -146,7 +146,7 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str))
     os.replace(tmp, path)
-    seal(path)  # <file>.sha256, checked on reading (cag_utils.cachecheck)
+    seal(path)  # <file>.sha256, checked on reading (cag_utils.run.cachecheck)
 
 
 def _save_weights(state_dict: dict[str, torch.Tensor], path: Path, epoch: int) -> None:

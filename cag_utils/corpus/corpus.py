@@ -11,7 +11,7 @@ Lesions are written as the generator writes them in reports.jsonl, ``"#6 90%; #1
 Strings rather than nested lists keep the metadata schema the same in every split, which the
 ``datasets`` image-folder loader requires. Where a report source lacks the structured fields
 (a real export), ``exam_findings`` reads them from the English summary (the Japanese one when the
-English is empty) with ``cag_utils.metrics.findings.parse_summary``, the parser of the findings
+English is empty) with ``cag_utils.evaluation.metrics.findings.parse_summary``, the parser of the findings
 metrics; the record's ``findings_source`` says which was used, and the datasheet counts both.
 
 The artery shown: left coronary (segments 5-15) for an LCA frame, right (1-4) for an RCA frame,
@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cag_utils.cachecheck import CacheError, check_folder, fix_command, write_sums
-from cag_utils.metrics.findings import parse_summary
-from cag_utils.splits import SPLITS, patient_split
+from cag_utils.data.splits import SPLITS, patient_split
+from cag_utils.evaluation.metrics.findings import parse_summary
+from cag_utils.run.cachecheck import CacheError, check_folder, fix_command, write_sums
 from cag_utils.synth.reports import DOMINANCES, PLANS, SEGMENTS, VESSEL_OF
 
 LANGUAGES = ("ja", "en")
@@ -289,7 +289,7 @@ every number below is counted from the records.
 
 ## Provenance
 {source}
-Key frames were picked by the notebook-02 ConvNeXt with the rule of `cag_utils.extraction`
+Key frames were picked by the notebook-02 ConvNeXt with the rule of `cag_utils.corpus.extraction`
 (threshold on P(run laterality, better), at most a few per run), from independent exams whose
 patients were never used to train or select the CNN.
 
@@ -322,7 +322,7 @@ and `treatment_summary_*` (diagnostic and treatment summary). Lengths over one t
 - `lesions_in_view`: the lesions in the artery this frame shows (LCA: segments 5-15, RCA: 1-4),
   to tell a model that reads the image from one that only restates the report;
 - `findings_source`: `report_source` (structured fields of the reports file) or `parsed_summary`
-  (read from the summary by `cag_utils.metrics.findings.parse_summary`): {found['report_source']} exam(s)
+  (read from the summary by `cag_utils.evaluation.metrics.findings.parse_summary`): {found['report_source']} exam(s)
   from the reports file, {found['parsed_summary']} parsed, of which {found['parsed_without_findings']} gave
   no finding at all.
 

@@ -2,7 +2,7 @@
 
 The CNN never saw these exams (their patients are disjoint from every notebook-02 split;
 ``patient_overlap`` checks it). Candidates are the frames that the paper's sampling rule
-(``cag_utils.sampling``) kept in notebook 01. The key-frame rule is a pure function of a
+(``cag_utils.data.sampling``) kept in notebook 01. The key-frame rule is a pure function of a
 probability table (``pick_key_frames``), so it runs unchanged on the CNN's probabilities and
 on the ground truth written as one-hot probabilities (the *oracle*):
 
@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cag_utils.config import results_dir, work_dir
-from cag_utils.dataset import dataset_dir
-from cag_utils.ingest import load_dataset
+from cag_utils.data.dataset import dataset_dir
+from cag_utils.data.ingest import load_dataset
+from cag_utils.data.labels import CLASSES, LATERALITIES
 from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
-from cag_utils.labels import CLASSES, LATERALITIES
+from cag_utils.run.config import results_dir, work_dir
 
 PROB_DECIMALS = 4
 PROB_COLUMNS = [f"prob_{c}" for c in CLASSES]
@@ -53,7 +53,7 @@ def checkpoint_folder(cfg: dict[str, Any]) -> Path:
     out = work_dir(cfg["profile"]) / "cnn" / str(name)
     if name is None or not (out / "best.safetensors").is_file():
         raise FileNotFoundError(f"no trained checkpoint of notebook 02 for profile {cfg['profile']!r} under "
-                                f"data/work/{cfg['profile']}/cnn; run notebook 02 first (python -m cag_utils.pipeline --only 02)")
+                                f"data/work/{cfg['profile']}/cnn; run notebook 02 first (python -m cag_utils.run.pipeline --only 02)")
     return out
 
 

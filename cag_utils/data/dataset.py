@@ -2,7 +2,7 @@
 
 `data_source: synthetic` generates the cohort into data/work/<profile>/raw (cached by its
 settings); `data_source: dicom_dir` reads a real export (data card: docs/real-data.md). Both go
-through the same loader (`cag_utils.ingest`).
+through the same loader (`cag_utils.data.ingest`).
 
 The processed cohorts go to `data/work/<profile>/processed/<fingerprint>/<cohort>`, the
 fingerprint being a hash of the data settings, and notebook 01 records it in its results
@@ -16,7 +16,7 @@ files found; their bad rows are printed by line and saved as `problems.csv` besi
 cohorts before any pixel is decoded.
 
 Disk space: before the cohorts are converted, their size is estimated from the headers and
-the run stops (`cag_utils.diskspace.DiskSpaceError`, with both numbers) when the disk cannot
+the run stops (`cag_utils.run.diskspace.DiskSpaceError`, with both numbers) when the disk cannot
 hold it; the synthetic generator checks its own cohort the same way.
 """
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cag_utils import ingest
-from cag_utils.config import REPO_ROOT, results_dir, work_dir
-from cag_utils.deid import resolve_salt
-from cag_utils.diskspace import folder_bytes, processed_bytes, require_space
-from cag_utils.splits import patient_split
+from cag_utils.data import ingest
+from cag_utils.data.deid import resolve_salt
+from cag_utils.data.splits import patient_split
+from cag_utils.run.config import REPO_ROOT, results_dir, work_dir
+from cag_utils.run.diskspace import folder_bytes, processed_bytes, require_space
 from cag_utils.synth.cohort import GENERATOR_KEYS, GENERATOR_VERSION, generate_cohort
 
 COHORTS = ("annotation", "independent")
@@ -121,7 +121,7 @@ def dataset_dir(cfg: dict[str, Any], cohort: str) -> Path:
     except (FileNotFoundError, KeyError, json.JSONDecodeError):
         raise FileNotFoundError(
             f"no results of notebook 01 for profile {cfg['profile']!r} name a processed cohort; "
-            "run notebook 01 first (python -m cag_utils.pipeline --only 01_data)") from None
+            "run notebook 01 first (python -m cag_utils.run.pipeline --only 01_data)") from None
     return work_dir(cfg["profile"]) / "processed" / fingerprint / cohort
 
 
@@ -144,6 +144,6 @@ def load_annotation(cfg: dict[str, Any]) -> tuple[np.ndarray, pd.DataFrame]:
     if not (out_dir / "frames.npy").is_file() or not (out_dir / "frames.parquet").is_file():
         raise FileNotFoundError(
             f"no processed annotation cohort for profile {cfg['profile']!r} under data/work; "
-            "run notebook 01 first (python -m cag_utils.pipeline --only 01_data)"
+            "run notebook 01 first (python -m cag_utils.run.pipeline --only 01_data)"
         )
     return ingest.load_dataset(out_dir)

@@ -227,8 +227,10 @@ def deidentify(ds: Dataset, p: Pseudonymizer) -> Dataset:
                 p.uid(str(meta.MediaStorageSOPInstanceUID))
     out.PatientIdentityRemoved = "YES"
     out.LongitudinalTemporalInformationModified = "MODIFIED"
+    # The last value names this method as de-identified files have recorded it since the first release (after the
+    # module's name then, before the package had stage folders): a recorded name, kept as it is.
     out.DeidentificationMethod = ["PS3.15 E.1 Basic Profile", "Retain Longit. Modified Dates",
-                                  "Retain Patient Characteristics", "cag_utils.deid"]
+                                  "Retain Patient Characteristics", "cag_utils.deid"]   # recorded name
     codes = []
     for value, meaning in (("113100", "Basic Application Confidentiality Profile"),
                            ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
@@ -243,7 +245,7 @@ def deidentify(ds: Dataset, p: Pseudonymizer) -> Dataset:
 # --------------------------------------------------------------------------- the salt of real data
 SALT_ENV = "CAG_DEID_SALT"
 MIN_SALT_LENGTH = 16
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class SaltError(ValueError):

@@ -1,4 +1,4 @@
-"""Typed errors of the DICOM reader (`cag_utils.dicom` re-exports them).
+"""Typed errors of the DICOM reader (`cag_utils.data.dicom` re-exports them).
 
 Every error names the file (`path`) and says why (`reason`); a header problem also names the
 element (`InvalidHeaderError.element`). Reasons never quote identifying header values

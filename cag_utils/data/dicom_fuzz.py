@@ -1,4 +1,4 @@
-"""Seeded mutation fuzzer of the DICOM reader (`cag_utils.dicom.read_xa`) and of the ingest.
+"""Seeded mutation fuzzer of the DICOM reader (`cag_utils.data.dicom.read_xa`) and of the ingest.
 
 Seeds are small synthetic XA runs (`synthetic_seeds`: 8/10/12-bit, uncompressed, implicit VR,
 RLE, with window, rescale, Modality and VOI LUT Sequences, MONOCHROME1) written with fake
@@ -19,7 +19,7 @@ case is reproducible from its number alone:
                          header, before any pixel buffer is allocated)
 
 `run_case` reads one case at the `reader` level (`read_xa`) or the `ingest` level (one exam
-through `cag_utils.ingest._ingest_exam`) under a time limit (SIGALRM in the main thread, a
+through `cag_utils.data.ingest._ingest_exam`) under a time limit (SIGALRM in the main thread, a
 watched worker thread elsewhere: `_with_deadline`), and classifies it: `read`,
 `refused` (a typed `DicomReadError`, or a reject row at ingest), `crash` (any other
 exception) or `timeout`; `leaks` counts cases whose error text or log named a fake identifier.
@@ -47,7 +47,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from cag_utils.dicom import DicomReadError, encoder_available, read_xa, write_xa
+from cag_utils.data.dicom import DicomReadError, encoder_available, read_xa, write_xa
 
 __all__ = ["ELEMENTS", "MUTATIONS", "PHI", "Case", "Outcome", "bundled_seeds", "fuzz", "make_case", "run_case",
            "synthetic_seeds"]
@@ -329,7 +329,7 @@ class _Capture(logging.Handler):
 
 def _ingest_one(path: Path) -> tuple[str, str, str]:
     """(kind, error, reason) of one file read through the ingest as an exam of its own."""
-    from cag_utils.ingest import UNEXPECTED, ExamInput, _ingest_exam
+    from cag_utils.data.ingest import UNEXPECTED, ExamInput, _ingest_exam
 
     job = ExamInput(str(path.parent), path.parent.name, "fuzz", "fuzz-salt", {},
                     {"min_gap": 1, "smooth": 1, "prominence": 0.0}, [path.name], None)

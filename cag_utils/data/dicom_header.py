@@ -1,7 +1,7 @@
 """Header values the DICOM reader needs, checked: a typed error or a documented fallback.
 
-`cag_utils.dicom.read_xa` takes every header value it uses from here. A value it cannot do
-without that is unusable raises one of the typed errors of `cag_utils.dicom_errors`, naming
+`cag_utils.data.dicom.read_xa` takes every header value it uses from here. A value it cannot do
+without that is unusable raises one of the typed errors of `cag_utils.data.dicom_errors`, naming
 the element; an optional value that is malformed is replaced by its fallback and a note is
 added (`notes`: the reader logs each note and keeps them in `XARun.repairs`). Notes and
 errors name elements, never their values when these could identify anyone.
@@ -15,7 +15,7 @@ Required, typed error when present but unusable (InvalidHeaderError unless said 
   PixelData              a byte string; encapsulated: at least one fragment per frame (TruncatedFileError)
   TransferSyntaxUID      a known transfer syntax (UnsupportedImageError)
   size                   NumberOfFrames x Rows x Columns x samples x bytes above the reader's limit
-                         (`cag_utils.dicom.MAX_DECODED_BYTES`, 4 GiB): ImageTooLargeError, before decoding
+                         (`cag_utils.data.dicom.MAX_DECODED_BYTES`, 4 GiB): ImageTooLargeError, before decoding
 Fallbacks (a note each):
   NumberOfFrames empty                       1
   SamplesPerPixel missing or empty           1
@@ -45,18 +45,24 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import parse_basic_offsets, parse_fragments
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
-from pydicom.uid import ImplicitVRLittleEndian, UID
-
-from cag_utils.dicom_errors import (
-    ImageTooLargeError, InvalidHeaderError, NoFramesError, NotDicomError, TruncatedFileError, UnsupportedImageError,
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID, EnhancedXAImageStorage, ImplicitVRLittleEndian, MediaStorageDirectoryStorage, XRayAngiographicImageStorage,
 )
 
-__all__ = ["LUT_SEQUENCES", "check_bits", "check_fragments", "check_size", "drop_bad_luts", "encapsulated_fragments", "frame_time", "geometry",
-           "header_int", "optional_number", "photometric", "transfer_syntax", "window"]
+from cag_utils.data.dicom_errors import (
+    ImageTooLargeError, InvalidHeaderError, NoFramesError, NotDicomError, NotXACineError, TruncatedFileError,
+    UnsupportedImageError,
+)
+
+__all__ = ["LUT_SEQUENCES", "check_bits", "check_fragments", "check_size", "check_xa_cine", "drop_bad_luts",
+           "encapsulated_fragments", "frame_time", "geometry", "has_pixel_tag", "header_int", "optional_number",
+           "photometric", "read_dataset", "transfer_syntax", "window"]
 
 _MISSING = object()
 LUT_SEQUENCES = {"ModalityLUTSequence": "the rescale (or the raw stored values) is used",
@@ -287,3 +293,48 @@ def frame_time(ds: Dataset, notes: list[str]) -> float | None:
         if (rate := optional_number(ds, kw, notes)) is not None and rate > 0:
             return 1000.0 / rate
     return None
+
+
+# --------------------------------------------------------------------------- the file and its kind
+def read_dataset(path: Path) -> Dataset:
+    """The dataset of `path`; NotDicomError unless it is DICOM (a file without preamble only when it holds an image)."""
+    if not path.is_file():
+        raise NotDicomError(path, "no such file")
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        pass  # no preamble/meta: accept only if a forced read looks like an image dataset
+    except Exception as exc:  # parse failure deep in the file
+        raise NotDicomError(path, f"could not be parsed as DICOM ({type(exc).__name__})") from None
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        if "PixelData" in ds and "Rows" in ds and "Columns" in ds:
+            ds.file_meta = getattr(ds, "file_meta", FileMetaDataset())
+            if "TransferSyntaxUID" not in ds.file_meta:
+                ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+            return ds
+    except Exception:
+        pass
+    raise NotDicomError(path, "not a DICOM file (no DICM preamble and no readable image dataset)")
+
+
+def has_pixel_tag(path: Path) -> bool:
+    """True if the raw bytes hold a Pixel Data header (tag 7FE0,0010 then OB/OW or undefined length)."""
+    data = path.read_bytes()
+    return any(b"\xe0\x7f\x10\x00" + v in data for v in (b"OB", b"OW", b"\xff\xff\xff\xff"))
+
+
+def check_xa_cine(ds: Dataset, path: Path) -> None:
+    """NotXACineError unless the header is that of a multi-frame XA image (the ingest's inputs)."""
+    try:
+        sop = UID(str(ds.get("SOPClassUID", "") or ds.get("file_meta", Dataset()).get("MediaStorageSOPClassUID", "")))
+        modality = str(ds.get("Modality", "") or "").strip()
+    except Exception:  # an element pydicom cannot decode
+        raise InvalidHeaderError(path, "SOPClassUID/Modality", "could not be decoded") from None
+    if sop == MediaStorageDirectoryStorage:
+        raise NotXACineError(path, "a DICOMDIR (the index of the export), not an image")
+    if sop not in (XRayAngiographicImageStorage, EnhancedXAImageStorage) and not (not sop and modality == "XA"):
+        kind = sop.name if sop and sop.name != str(sop) else "an unregistered SOP class" if sop else "no SOP class"
+        raise NotXACineError(path, f"not an XA cine run: {kind}, modality {modality[:16] or 'missing'}")
+    if header_int(ds, path, "NumberOfFrames", 1, []) == 1:
+        raise NotXACineError(path, "a single-frame XA image, not a cine run")

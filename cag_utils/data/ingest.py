@@ -15,8 +15,8 @@ Only multi-frame XA images are read (`read_xa(..., xa_cine_only=True)`); every o
 foreign files, headers `read_xa` refuses) is listed as a reject with its reason, and no file
 stops the run: even an unexpected exception while reading or de-identifying one file becomes
 a reject (error = the exception's class, reason `UNEXPECTED`, never its message) and a
-warning. The reader's fallbacks (`cag_utils.dicom_header`) are logged as
-"<exam pseudonym> file <n>: ..." (logger `cag_utils.dicom`).
+warning. The reader's fallbacks (`cag_utils.data.dicom_header`) are logged as
+"<exam pseudonym> file <n>: ..." (logger `cag_utils.data.dicom`).
 Frame labels come in a CSV (`file` relative to the root, `frame`, `laterality`,
 `key_frame_category`), reports in JSONL (`exam`); `check_labels` and `check_reports`
 report bad rows by line before any pixel is decoded. Only pseudonymous IDs leave this
@@ -26,7 +26,7 @@ named by exam pseudonym and file number.
 Output (`save_dataset`): frames.npy (N, H, W) uint8 of the sampled frames, frames.parquet
 (one row per frame), runs.parquet (per run: curves, sampled indices), reports.parquet,
 rejects.csv, and SHA256SUMS, their content hashes: `load_dataset` checks them and stops with
-`cag_utils.cachecheck.CacheError` (folder and rebuilding command) when a file was damaged.
+`cag_utils.run.cachecheck.CacheError` (folder and rebuilding command) when a file was damaged.
 """
 from __future__ import annotations
 
@@ -46,11 +46,11 @@ import pandas as pd
 import pydicom
 from tqdm.auto import tqdm
 
-from cag_utils.cachecheck import SUMS_NAME, CacheError, check_folder, fix_command, write_sums
-from cag_utils.deid import Pseudonymizer, deidentify
-from cag_utils.dicom import DicomReadError, read_xa
-from cag_utils.labels import LATERALITIES, KEY_FRAME_CATEGORIES, class_index
-from cag_utils.sampling import intensity_curves, sample_frames
+from cag_utils.data.deid import Pseudonymizer, deidentify
+from cag_utils.data.dicom import DicomReadError, read_xa
+from cag_utils.data.labels import LATERALITIES, KEY_FRAME_CATEGORIES, class_index
+from cag_utils.data.sampling import intensity_curves, sample_frames
+from cag_utils.run.cachecheck import SUMS_NAME, CacheError, check_folder, fix_command, write_sums
 
 LABEL_COLUMNS = ("laterality", "key_frame_category")
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ def load_dataset(out_dir: str | Path, mmap: bool = True, fix: str | None = None)
     """Sampled frames (memory-mapped) and their table, as written by save_dataset.
 
     The files are checked against their SHA256SUMS first; a damaged or unreadable cohort raises
-    `cag_utils.cachecheck.CacheError` naming the folder and `fix` (default: rerun notebook 01)."""
+    `cag_utils.run.cachecheck.CacheError` naming the folder and `fix` (default: rerun notebook 01)."""
     out_dir = Path(out_dir)
     fix = fix or fix_command(out_dir, "01")
     problems = check_folder(out_dir)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from cag_utils.labels import CLASSES
+from cag_utils.data.labels import CLASSES
 
 
 def class_counts(table: pd.DataFrame):

@@ -1,9 +1,9 @@
 """Notebook 06: score the summaries of notebook 05 and name the model the paper calls CAG-VLM.
 
 Every (model, variant, language) cell of ``results/05_finetune_predictions.jsonl.gz`` gets
-- VLScore (``cag_utils.metrics.vlscore``) on the key frame, the reference and the output;
-- BLEU and chrF (``cag_utils.metrics.text``: sacrebleu, ``ja-mecab`` / ``13a``, NFKC both sides);
-- lesion F1 over the whole exam and over the artery the key frame shows (``cag_utils.metrics.findings``);
+- VLScore (``cag_utils.evaluation.metrics.vlscore``) on the key frame, the reference and the output;
+- BLEU and chrF (``cag_utils.evaluation.metrics.text``: sacrebleu, ``ja-mecab`` / ``13a``, NFKC both sides);
+- lesion F1 over the whole exam and over the artery the key frame shows (``cag_utils.evaluation.metrics.findings``);
 - the clinicians' mean rating, only when completed rating forms exist (never simulated);
 each with its 95 % patient-bootstrap interval. ``item_table`` holds one row per prediction with the
 parsed findings and the per-item VLScore: the per-item file from which every number is recomputed.
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cag_utils.corpus import format_lesions, parse_lesions
-from cag_utils.metrics.findings import lesion_f1, parse_summary, restrict_to_artery
-from cag_utils.metrics.text import corpus_metric, normalise, paired_significance
-from cag_utils.metrics.vlscore import MAX_UNIT_AREA, vlscore_of_texts, vlscore_summary
+from cag_utils.corpus.corpus import format_lesions, parse_lesions
+from cag_utils.evaluation.metrics.findings import lesion_f1, parse_summary, restrict_to_artery
+from cag_utils.evaluation.metrics.text import corpus_metric, normalise, paired_significance
+from cag_utils.evaluation.metrics.vlscore import MAX_UNIT_AREA, vlscore_of_texts, vlscore_summary
 
 VARIANTS = ("without_lora", "with_lora", "with_lora_blank_image")
 VARIANT_LABELS = {"without_lora": "w/o LoRA", "with_lora": "w/ LoRA", "with_lora_blank_image": "w/ LoRA, blanked image"}
@@ -163,8 +163,8 @@ def image_effects(items: pd.DataFrame, families: Sequence[str], control: str | N
 
     Each is F1(real) - F1(other) on the same test items, with a 95 % bootstrap over patients that resamples
     both sides together (per patient: TP/FP/FN of each side, summed), so the pairing is kept."""
+    from cag_utils.evaluation.metrics.findings import _f1_from_counts, lesion_counts
     from cag_utils.intervals import patient_bootstrap
-    from cag_utils.metrics.findings import _f1_from_counts, lesion_counts
 
     def counts(family: str, variant: str) -> pd.DataFrame:
         g = items[(items["family"] == family) & (items["variant"] == variant)].sort_values(["record_id", "language"])
@@ -311,7 +311,7 @@ def rating_cases(predictions: pd.DataFrame, records: pd.DataFrame, images: dict[
     """``RatingCase``s for the blinded packet: ``n_cases`` test records drawn with the seed (at most one per
     patient while patients last), each with the pre-procedure report and every model's output in ``language``;
     outputs are keyed 'family.variant' so that the unblinding key maps a rating back to a table cell."""
-    from cag_utils.rating import RatingCase
+    from cag_utils.evaluation.rating import RatingCase
 
     df = predictions[(predictions["language"] == language) & predictions["variant"].isin(list(variants))]
     ids = sorted(set(df["record_id"]))
@@ -343,11 +343,11 @@ def embedder_folder(cfg: dict[str, Any], records: pd.DataFrame) -> Path:
     """The VLScore embedder: ``eval_embedder_path`` when set, else the committed embedder stand-in
     (``vlm.embedder_standin``: trained on whole summaries of an auxiliary cohort, checked against the profile
     and for patients shared with ``records``)."""
-    from cag_utils.config import ConfigError, load_config
+    from cag_utils.run.config import ConfigError, load_config
     from cag_utils.vlm import embedder_standin
 
     if cfg["eval_embedder_path"]:   # read as the preflight reads it: a folder (relative: from notebooks/) or the HF cache
-        from cag_utils.preflight import local_folder
+        from cag_utils.run.preflight import local_folder
 
         folder = local_folder(str(cfg["eval_embedder_path"]))
         if folder is None:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cag_utils.evaluation import METRIC_LABELS, METRICS, VARIANT_LABELS, VARIANTS, cell_key
+from cag_utils.evaluation.evaluation import METRIC_LABELS, METRICS, VARIANT_LABELS, VARIANTS, cell_key
 
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Serif CJK JP", "IPAexGothic", "IPAGothic", "TakaoGothic")
 
@@ -154,8 +154,8 @@ def plot_validity(summary: dict[str, Any]):
     """One panel per metric: the mean score drop of each perturbation kind, as a share of the metric's range
     (BLEU and chrF / 100), with 95 % intervals; changed findings in red, rewordings in gray. A valid metric
     puts every red bar above every gray one."""
-    from cag_utils.metrics.perturb import KIND_LABELS
-    from cag_utils.metrics.validity import CONTROL, SCALE
+    from cag_utils.evaluation.metrics.perturb import KIND_LABELS
+    from cag_utils.evaluation.metrics.validity import CONTROL, SCALE
 
     metrics = list(summary)
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.1 * len(metrics) + 1.6, 3.8), sharey=True)

@@ -50,7 +50,7 @@ def fix_command(folder: str | Path, step: str) -> str:
     parts = Path(folder).parts
     profile = next((parts[i + 2] for i in range(len(parts) - 2) if parts[i:i + 2] == ("data", "work")), None)
     where = f" --profile {profile}" if profile else ""
-    return f"python -m cag_utils.pipeline{where} --only {step} --force"
+    return f"python -m cag_utils.run.pipeline{where} --only {step} --force"
 
 
 def file_sha256(path: str | Path) -> str:

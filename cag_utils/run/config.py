@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]   # cag_utils/run/config.py -> the repository
 PROFILES_DIR = REPO_ROOT / "configs" / "profiles"
 DEFAULT_PROFILE = "smoke"
 

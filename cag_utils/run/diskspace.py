@@ -6,7 +6,7 @@
   for the profile's image size, bits and transfer syntax: the measured value where the
   generation benchmark used those settings, else the measured compression ratio of that
   transfer syntax times the raw size (uncompressed size where none was measured).
-* Converting (ingesting) a cohort (`processed_bytes`, checked in `cag_utils.dataset.build_dataset`):
+* Converting (ingesting) a cohort (`processed_bytes`, checked in `cag_utils.data.dataset.build_dataset`):
   the sampled frames as uint8, at most one frame in `sampling_min_gap` per run (the sampling
   rule keeps frames that far apart), from the frame counts and sizes in the headers.
 Both are multiplied by `MARGIN`. `require_space` compares the estimate with
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cag_utils.config import REPO_ROOT
+from cag_utils.run.config import REPO_ROOT
 
 __all__ = ["BENCH_FILE", "DiskSpaceError", "MARGIN", "RUNS_PER_EXAM", "bytes_per_frame", "cohort_bytes",
            "folder_bytes", "processed_bytes", "require_space"]

@@ -1,7 +1,7 @@
 """Preflight: before a run starts, check what each of its steps will need, without heavy work.
 
-    python -m cag_utils.pipeline --profile paper --check          # the table alone (exit 2 on a problem)
-    python -m cag_utils.pipeline --profile paper --from 05 --check
+    python -m cag_utils.run.pipeline --profile paper --check      # the table alone (exit 2 on a problem)
+    python -m cag_utils.run.pipeline --profile paper --from 05 --check
 
 Every run of the pipeline does this first and stops before its first step when anything a
 step of the run needs is missing: a checkpoint whose absence notebook 05 would otherwise find
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from cag_utils.config import REPO_ROOT, ConfigError, key_sections, load_config, validate_overrides, work_dir
+from cag_utils.run.config import REPO_ROOT, ConfigError, key_sections, load_config, validate_overrides, work_dir
 
 # Papermill runs the notebooks in notebooks/: a relative checkpoint path is read from there.
 NOTEBOOK_CWD = REPO_ROOT / "notebooks"
@@ -108,7 +108,7 @@ def check_checkpoint(what: str, key: str, value: str, kinds: Sequence[str], mode
 
 def check_standins(cfg: Mapping[str, Any]) -> Row:
     """Smoke: the committed stand-ins (provenance.json, the same vlm_standin_* settings, every part's files)."""
-    from cag_utils.cachecheck import CacheError
+    from cag_utils.run.cachecheck import CacheError
     from cag_utils.vlm import make_standins, stage
 
     damaged = None
@@ -136,8 +136,8 @@ def check_data(cfg: Mapping[str, Any]) -> list[Row]:
         return [check_disk(cfg)]
     if cfg["data_source"] != "dicom_dir":
         return [Row("data source", f"data_source is {cfg['data_source']!r}", "-p data_source=synthetic or dicom_dir")]
-    from cag_utils.dataset import COHORTS
-    from cag_utils.deid import SALT_ENV, SaltError, resolve_salt
+    from cag_utils.data.dataset import COHORTS
+    from cag_utils.data.deid import SALT_ENV, SaltError, resolve_salt
 
     root = REPO_ROOT / cfg["dicom_dir"]
     lacking = [c for c in COHORTS if not (root / c).is_dir()]
@@ -161,7 +161,7 @@ def check_data(cfg: Mapping[str, Any]) -> list[Row]:
 
 def check_disk(cfg: Mapping[str, Any]) -> Row:
     """Free disk space for the synthetic cohort (`diskspace.cohort_bytes`), unless it is already there."""
-    from cag_utils.diskspace import DiskSpaceError, cohort_bytes, folder_bytes, require_space
+    from cag_utils.run.diskspace import DiskSpaceError, cohort_bytes, folder_bytes, require_space
     from cag_utils.synth.cohort import cohort_is_current
 
     raw = work_dir(cfg["profile"]) / "raw"
@@ -181,7 +181,7 @@ def check_disk(cfg: Mapping[str, Any]) -> Row:
 
 def check_input_file(cfg: Mapping[str, Any], key: str) -> Row:
     """labels_csv / reports_jsonl: the file exists and parses as notebook 01 reads it (ingest)."""
-    from cag_utils import ingest
+    from cag_utils.data import ingest
 
     path = REPO_ROOT / cfg[key]
     if not path.is_file():

@@ -1,6 +1,6 @@
 """The headline tables of README.md (and docs/*.md), generated from results/*.json.
 
-    python -m cag_utils.report --profile smoke     # also rewrites these blocks (default profile only)
+    python -m cag_utils.run.report --profile smoke     # also rewrites these blocks (default profile only)
 
 A generated block sits between two marker comments; everything between them is replaced:
 
@@ -9,10 +9,10 @@ A generated block sits between two marker comments; everything between them is r
     <!-- /generated -->
 
 Blocks (BLOCKS): `headline-stage1` (notebook 02), `seed-spread-stage1` (notebook 02 beside
-`results/variance_02_cnn.json`, with the tolerance of `cag_utils.tolerance`), `headline-stage2` (03, 04), `headline-stage3` (05) and
+`results/variance_02_cnn.json`, with the tolerance of `cag_utils.run.tolerance`), `headline-stage2` (03, 04), `headline-stage3` (05) and
 `headline-evaluation` (06), `paper-estimate` (`benchmarks/paper_estimate.py`). Besides, `table NN_name TABLE [COLUMN=VALUE]` renders a notebook's own table
 (`results.tables.TABLE` of `results/NN_name.json`) as it stands, optionally only the rows whose COLUMN is
-VALUE (quote a value with spaces: `Variant="w/ LoRA"`). Numbers use `cag_utils.report`'s formatting (three decimals, thousands
+VALUE (quote a value with spaces: `Variant="w/ LoRA"`). Numbers use `cag_utils.run.report`'s formatting (three decimals, thousands
 separators), without its LaTeX; intervals read `0.972 [0.953, 0.984]` (95 % patient-bootstrap intervals).
 BLEU and chrF keep one decimal, as notebook 06 shows them. A results file that is missing, or that lacks
 a key a block needs, gives a block that says so (`make reproduce` does not stop for it);
@@ -26,12 +26,12 @@ import shlex
 from pathlib import Path
 from typing import Any, Callable
 
-from cag_utils.config import REPO_ROOT
-from cag_utils.report import RESULTS_ROOT, format_value, load_records
+from cag_utils.run.config import REPO_ROOT
+from cag_utils.run.report import RESULTS_ROOT, format_value, load_records
 
 README = REPO_ROOT / "README.md"
 DOCS = REPO_ROOT / "docs"
-REFRESH_COMMAND = "python -m cag_utils.report --profile smoke"
+REFRESH_COMMAND = "python -m cag_utils.run.report --profile smoke"
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[^\n]*?) -->\n)(?P<body>.*?)(<!-- /generated -->)", re.S)
 NOT_BUILT = "not built:"
 
@@ -46,7 +46,7 @@ class Missing(LookupError):
 
 
 def number(value: Any, decimals: int = 3) -> str:
-    """`cag_utils.report.format_value` as plain text (`1,523`, `0.972`, `-0.003`, `true`); `decimals` other
+    """`cag_utils.run.report.format_value` as plain text (`1,523`, `0.972`, `-0.003`, `true`); `decimals` other
     than 3 rounds floats to that many places instead."""
     if isinstance(value, float):
         if decimals != 3:
@@ -106,8 +106,8 @@ def stage1(res: Results) -> list[str]:
 
 
 def seed_spread(res: Results) -> list[str]:
-    """The committed CNN beside its seed spread and the tolerance of the re-execution check (cag_utils.tolerance)."""
-    from cag_utils.tolerance import K_SD, load_spread, tolerance_table
+    """The committed CNN beside its seed spread and the tolerance of the re-execution check (cag_utils.run.tolerance)."""
+    from cag_utils.run.tolerance import K_SD, load_spread, tolerance_table
 
     spread = load_spread(res.dir, "02_cnn")
     if not spread:

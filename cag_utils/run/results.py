@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cag_utils.config import REPO_ROOT, figures_dir, output_root, results_dir
+from cag_utils.run.config import REPO_ROOT, figures_dir, output_root, results_dir
 
 TRACKED_PACKAGES = (
     "torch", "torchvision", "timm", "transformers", "peft", "accelerate", "pydicom",

@@ -1,6 +1,6 @@
 """One run at a time per data folder: a file lock on `data/work/<profile>`.
 
-The pipeline (`python -m cag_utils.pipeline`) holds `data/work/<profile>/.run.lock` (the
+The pipeline (`python -m cag_utils.run.pipeline`) holds `data/work/<profile>/.run.lock` (the
 `filelock` package: an OS lock, released when the process ends, even when it is killed)
 from before it reads the manifest until its last step is done. A second run on the same
 profile waits, saying so once, or with `--no-wait` stops at once with `RunLockedError`

@@ -2,7 +2,7 @@
 
 A step runs with `$CAG_OUTPUT_ROOT` pointing at a fresh staging folder whose `data/work`
 links the real one (shared caches, resumable checkpoints). What it writes there is moved
-into place only when it succeeds (`cag_utils.pipeline`), one file at a time by copy and
+into place only when it succeeds (`cag_utils.run.pipeline`), one file at a time by copy and
 rename (`place`). SIGTERM is raised as `Terminated` (a KeyboardInterrupt) so that cleanup
 runs, and Ctrl-C or SIGTERM during the final moves waits until they are done.
 """
@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from cag_utils.config import output_subdir
+from cag_utils.run.config import output_subdir
 
 __all__ = ["Terminated", "deferred_signals", "kernel_output_root", "new_stage", "place", "remove_stage",
            "sigterm_raises", "stamp"]
@@ -64,7 +64,7 @@ def place(src: Path, dest: Path) -> None:
 
 @contextmanager
 def kernel_output_root(stage: Path) -> Iterator[None]:
-    """The kernel inherits the environment: its cag_utils.config.output_root() is the stage."""
+    """The kernel inherits the environment: its cag_utils.run.config.output_root() is the stage."""
     previous = os.environ.get("CAG_OUTPUT_ROOT")
     os.environ["CAG_OUTPUT_ROOT"] = str(stage)
     try:

@@ -5,13 +5,13 @@
     raw/labels.csv      file, frame, laterality, key_frame_category (+ simulated state)
     raw/reports.jsonl   one object per exam: exam folder, reports (ja/en), plan, lesions
     raw/cohort.json     generator settings; a cohort with the same settings is reused
-    raw/SHA256SUMS      sha256 of every file above, written last (`cag_utils.cachecheck`)
+    raw/SHA256SUMS      sha256 of every file above, written last (`cag_utils.run.cachecheck`)
 
 Headers carry PHI-like values (fake names, IDs, birth and study dates; folder names are
 built from them) that the loader must remove. Exams are generated in parallel processes,
 one SeedSequence child per exam, so the cohort does not depend on the number of workers;
 each worker writes its exam and returns only labels and reports (memory stays flat).
-Before anything is written, the cohort's size is estimated (`cag_utils.diskspace.cohort_bytes`)
+Before anything is written, the cohort's size is estimated (`cag_utils.run.diskspace.cohort_bytes`)
 and generation stops with DiskSpaceError when the disk cannot hold it.
 A cohort is reused only when its files match SHA256SUMS; a damaged one is generated again (logged on
 `cag_utils.cache`). One written before the sums existed is checked for what is cheap: labels.csv matches
@@ -33,9 +33,9 @@ import numpy as np
 from pydicom.uid import generate_uid
 from tqdm.auto import tqdm
 
-from cag_utils.cachecheck import SUMS_NAME, _short, check_folder, log, write_sums
-from cag_utils.dicom import write_xa
-from cag_utils.diskspace import cohort_bytes, folder_bytes, require_space
+from cag_utils.data.dicom import write_xa
+from cag_utils.run.cachecheck import SUMS_NAME, _short, check_folder, log, write_sums
+from cag_utils.run.diskspace import cohort_bytes, folder_bytes, require_space
 from cag_utils.synth import anatomy, imaging
 from cag_utils.synth.reports import ClinicalFacts, make_reports, sample_clinical_facts
 

@@ -33,8 +33,8 @@ from pydicom.fileset import FileSet
 from pydicom.uid import (ExplicitVRLittleEndian, SecondaryCaptureImageStorage, XRayRadiationDoseSRStorage,
                          XRayRadiofluoroscopicImageStorage, generate_uid)
 
-from cag_utils.config import load_config
-from cag_utils.dicom import write_xa
+from cag_utils.data.dicom import write_xa
+from cag_utils.run.config import load_config
 from cag_utils.synth.cohort import generate_cohort
 
 # The synthetic exams underneath (smoke settings, fewer and smaller).

@@ -54,7 +54,7 @@ def control_examples(records: pd.DataFrame, corpus_dir: Path, runs: pd.DataFrame
 
 def control_scores(res: dict[str, Any], head: dict[str, Any], *, seed: int) -> dict[str, Any]:
     """Artery and view accuracy on real and blanked frames (patient intervals), chance level, image reliance."""
-    from cag_utils.metrics.findings import label_accuracy
+    from cag_utils.evaluation.metrics.findings import label_accuracy
 
     exs = res["examples"]["test"]
     patients = [e.patient_id for e in exs]

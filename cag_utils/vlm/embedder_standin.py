@@ -1,6 +1,6 @@
 """The smoke profile's VLScore embedder: a SigLIP stand-in that embeds whole summaries by their findings.
 
-VLScore (``cag_utils.metrics.vlscore``) needs one space where a frame, its reference summary and a
+VLScore (``cag_utils.evaluation.metrics.vlscore``) needs one space where a frame, its reference summary and a
 generated summary lie close when they say the same thing. The ConceptCLIP stand-in of notebook 05 is
 not that space: its text tower learnt 20-token captions ("left coronary angiogram, LAO cranial view,
 stenosis #6 90%") and reads a summary as something it never saw. This stand-in is trained for the
@@ -60,7 +60,7 @@ def params(ft: dict[str, Any], ev: dict[str, Any]) -> dict[str, Any]:
 
 def configs(profile: str, overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(finetune, evaluation) configs of a profile; ``overrides`` (e.g. seed) apply to both."""
-    from cag_utils.config import load_config
+    from cag_utils.run.config import load_config
 
     o = overrides or {}
     return load_config(profile, "finetune", o), load_config(profile, "evaluation", o)
@@ -76,8 +76,8 @@ def exam_summaries(draws: list, exam_ids: list[str], wordings: int, seed: int) -
 
     Wording 0 is the exam's own summary; wording k > 0 renders the same facts with the generator's
     templates drawn from the seed ``[seed, exam index, k]``. Sentence order is shuffled in every wording."""
-    from cag_utils.metrics.findings import parse_summary
-    from cag_utils.metrics.text import normalise
+    from cag_utils.evaluation.metrics.findings import parse_summary
+    from cag_utils.evaluation.metrics.text import normalise
     from cag_utils.synth.reports import make_reports
 
     rows = []
@@ -100,8 +100,8 @@ def training_data(cfg: dict[str, Any], p: dict[str, Any], progress: bool = True
                   ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     """(contrast frames, their table, summaries of their exams) of the auxiliary cohort."""
     from cag_utils.cnn.pretrain import aux_cohort_settings
-    from cag_utils.config import load_config
-    from cag_utils.deid import Pseudonymizer, resolve_salt
+    from cag_utils.data.deid import Pseudonymizer, resolve_salt
+    from cag_utils.run.config import load_config
     from cag_utils.synth.cohort import draw_exams
     from cag_utils.vlm import make_standins
 
@@ -181,7 +181,7 @@ def ranking_checks(model, frames: np.ndarray, table: pd.DataFrame, texts: pd.Dat
     """On held-out exams, per frame and language: does VLScore put another wording of the exam's own summary
     (the reference is wording 0) above the summary of another exam with other findings? And does the text
     tower alone (cosine)? Shares over frames."""
-    from cag_utils.metrics.vlscore import vlscore_from_embeddings
+    from cag_utils.evaluation.metrics.vlscore import vlscore_from_embeddings
 
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {}
@@ -261,7 +261,7 @@ def make(ft: dict[str, Any], ev: dict[str, Any], root: Path, progress: bool = Tr
 
     from transformers import AutoTokenizer
 
-    from cag_utils.results import describe_device, git_sha, package_versions
+    from cag_utils.run.results import describe_device, git_sha, package_versions
 
     p, sha = params(ft, ev), git_sha()   # the code that trains: read before anything can change the tree
     tok = AutoTokenizer.from_pretrained(root / "tokenizer")
@@ -279,7 +279,7 @@ def make(ft: dict[str, Any], ev: dict[str, Any], root: Path, progress: bool = Tr
 def load_folder(ft: dict[str, Any], ev: dict[str, Any], other_patients: set[str]) -> Path:
     """The committed embedder of ``vlm_standins_dir`` after checking it: made with this profile's settings, and
     none of its patients in ``other_patients`` (the cohorts the notebooks use)."""
-    from cag_utils.config import REPO_ROOT
+    from cag_utils.run.config import REPO_ROOT
 
     folder = REPO_ROOT / ft["vlm_standins_dir"] / NAME
     fix = f"run `python -m cag_utils.vlm.make_standins --profile {ft['profile']} --only embedder`"

@@ -86,7 +86,7 @@ def train(model, train_set: list, eval_set: list, collator, p: dict[str, Any], o
 def save_adapter(model, folder: Path, record: dict[str, Any], merge: bool = False) -> Path:
     """Adapter (and projector) with ``save_pretrained``; ``merge``: also ``folder/merged`` (full weights).
     Sealed last (``sealed.seal_folder``: SHA256SUMS of every file but the Trainer's scratch folder)."""
-    from cag_utils.cachecheck import SUMS_NAME
+    from cag_utils.run.cachecheck import SUMS_NAME
     from cag_utils.vlm.sealed import seal_folder
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cag_utils.cachecheck import SUMS_NAME
+from cag_utils.run.cachecheck import SUMS_NAME
 from cag_utils.vlm import build, embedder_standin, probe, sealed, standins, tokenizer
 
 STANDIN_STREAM = 0x564C4D   # "VLM": the auxiliary cohort's seed stream (the CNN pretraining uses its own)
@@ -71,7 +71,7 @@ def texts(p: dict[str, Any]) -> tuple[list[str], list[str]]:
 def aux_frames(cfg: dict[str, Any], p: dict[str, Any], progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
     """The auxiliary cohort's sampled frames and table (angles, lesions, patient split), cached in data/work."""
     from cag_utils.cnn.pretrain import aux_cohort_settings, build_aux_cohort
-    from cag_utils.config import load_config, work_dir
+    from cag_utils.run.config import load_config, work_dir
 
     data_cfg = {**load_config(cfg["profile"], "data"), **{k: cfg[k] for k in ("seed", "num_workers")}}
     aux_cfg = aux_cohort_settings(data_cfg, p["aux"]["n_exams"], p["vision"]["image_size"], p["aux"]["stream"])
@@ -100,7 +100,7 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
     part (the loss logs then equal the first entries of a full run's; for tests)."""
     from transformers import AutoTokenizer
 
-    from cag_utils.results import describe_device, git_sha, package_versions
+    from cag_utils.run.results import describe_device, git_sha, package_versions
 
     p, seed = params(cfg), int(cfg["seed"])
     out.mkdir(parents=True, exist_ok=True)
@@ -198,14 +198,14 @@ def seal_parts(out: Path, names: list[str]) -> list[Path]:
 
 
 def default_out(profile: str) -> Path:
-    from cag_utils.config import REPO_ROOT
+    from cag_utils.run.config import REPO_ROOT
 
     return REPO_ROOT / "models" / "standins" / profile
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cag_utils.config import load_config
-    from cag_utils.seed import seed_everything
+    from cag_utils.run.config import load_config
+    from cag_utils.run.seed import seed_everything
 
     ap = argparse.ArgumentParser(prog="python -m cag_utils.vlm.make_standins", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smoke")

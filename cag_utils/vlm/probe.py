@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cag_utils.corpus import parse_lesions
+from cag_utils.corpus.corpus import parse_lesions
 from cag_utils.intervals import N_RESAMPLES, patient_bootstrap, ratio_by_patient, ratio_of_sums
 from cag_utils.vlm.standins import pixel_tensor
 

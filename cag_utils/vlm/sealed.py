@@ -1,6 +1,6 @@
 """Self-checking stage-3 caches: stand-in folders, assembled VLMs and LoRA adapters (issue 24, part 4).
 
-The mechanism is ``cag_utils.cachecheck``'s, applied to whole folders: the writer records every
+The mechanism is ``cag_utils.run.cachecheck``'s, applied to whole folders: the writer records every
 file's sha256 in ``<folder>/SHA256SUMS`` last (``seal_folder``), the reader checks it first
 (``folder_problem``). A folder without SHA256SUMS (written before these checks) is only checked
 for readability: every ``*.safetensors`` loads and every ``*.json`` parses.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cag_utils.cachecheck import SUMS_NAME, CacheError, check_folder, write_sums
+from cag_utils.run.cachecheck import SUMS_NAME, CacheError, check_folder, write_sums
 
 __all__ = ["folder_problem", "require_intact", "seal_folder", "shown", "standin_fix"]
 
@@ -67,7 +67,7 @@ def folder_problem(folder: str | Path) -> str | None:
 
 def shown(folder: str | Path) -> str:
     """The folder relative to the repository when it lies inside it."""
-    from cag_utils.config import REPO_ROOT
+    from cag_utils.run.config import REPO_ROOT
 
     try:
         return Path(folder).resolve().relative_to(REPO_ROOT.resolve()).as_posix()

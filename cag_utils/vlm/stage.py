@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cag_utils.cachecheck import CacheError
-from cag_utils.cachecheck import log as cache_log
 from cag_utils.intervals import format_interval
+from cag_utils.run.cachecheck import CacheError
+from cag_utils.run.cachecheck import log as cache_log
 from cag_utils.vlm import build, data, generate, lora, sealed, standins, tokenizer
 
 GEN_VARIANTS = ("without_lora", "with_lora", "with_lora_blank_image")
@@ -33,7 +33,7 @@ GEN_VARIANTS = ("without_lora", "with_lora", "with_lora_blank_image")
 # ------------------------------------------------------------------ corpus
 def corpus_records(corpus_dir: Path) -> pd.DataFrame:
     """Metadata of every corpus record (``corpus.load_corpus``; the image column is not decoded)."""
-    from cag_utils.corpus import load_corpus
+    from cag_utils.corpus.corpus import load_corpus
 
     ds = load_corpus(corpus_dir)
     parts = [ds[s].remove_columns([c for c in ds[s].column_names if c == "image"]).to_pandas() for s in ds]
@@ -58,7 +58,7 @@ def load_standins(cfg: dict[str, Any], other_patients: set[str]) -> dict[str, An
     Fails when they are missing or were made with other ``vlm_standin_*`` settings, and when a patient of
     their auxiliary cohort is in ``other_patients`` (the cohorts the notebooks use).
     """
-    from cag_utils.config import REPO_ROOT
+    from cag_utils.run.config import REPO_ROOT
     from cag_utils.vlm import make_standins
 
     root = REPO_ROOT / cfg["vlm_standins_dir"]
@@ -100,7 +100,7 @@ def standin_table(parts: dict[str, Any]) -> pd.DataFrame:
 
 def caption_frames(cfg: dict[str, Any], corpus_patients: set[str]) -> tuple[np.ndarray, pd.DataFrame]:
     """Annotation-cohort frames with run angles and exam lesions, without any corpus patient (probe training)."""
-    from cag_utils.dataset import dataset_dir, load_annotation
+    from cag_utils.data.dataset import dataset_dir, load_annotation
 
     frames, table = load_annotation(cfg)
     folder = dataset_dir(cfg, "annotation")
@@ -112,7 +112,7 @@ def encoder_probes(cfg: dict[str, Any], parts: dict[str, Any], records: pd.DataF
                    ) -> dict[str, Any]:
     """Linear probes of both frozen encoders: trained on annotation-cohort frames (no corpus patient), scored
     on the corpus test key frames; laterality accuracy and severe-lesion AUROC with patient intervals."""
-    from cag_utils.evaluation import key_frames
+    from cag_utils.evaluation.evaluation import key_frames
     from cag_utils.vlm import probe
 
     frames, table = caption_frames(cfg, set(records["patient_id"]))
@@ -150,7 +150,7 @@ def control_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def run_controls(cfg: dict[str, Any], sources: dict[str, Path | None], records: pd.DataFrame, corpus_dir: Path,
                  adapter_root: Path) -> dict[str, dict[str, Any]]:
     """The positive control of every image family (``cag_utils.vlm.control``): LoRA on artery-and-view targets."""
-    from cag_utils.dataset import dataset_dir
+    from cag_utils.data.dataset import dataset_dir
     from cag_utils.vlm import control
 
     runs = pd.read_parquet(dataset_dir(cfg, "independent") / "runs.parquet")
@@ -397,7 +397,7 @@ def save_predictions(run, rows: list[dict[str, Any]]) -> Path:
     """``results/<notebook>_predictions.jsonl.gz`` (recorded as a per-item file of the run). Gzip: the
     1,764 smoke rows (3 models x 3 variants x 196 test examples, each with its prompt) are 3.6 MB as
     plain text and about a tenth of that compressed; ``pandas.read_json(path, lines=True)`` reads it."""
-    from cag_utils.config import output_root, results_dir
+    from cag_utils.run.config import output_root, results_dir
 
     path = write_jsonl(rows, results_dir(run.cfg["profile"]) / f"{run.name}_predictions.jsonl.gz")
     run.tables.append(path.relative_to(output_root()).as_posix())

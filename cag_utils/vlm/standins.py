@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cag_utils.corpus import lesions_in_view
+from cag_utils.corpus.corpus import lesions_in_view
 
 DONE = "standin.json"   # written last: a folder without it is an unfinished run
 
@@ -62,7 +62,7 @@ def cached(folder: Path, build: Callable[[Path], dict[str, Any]]) -> dict[str, A
 
     The folder is sealed (``sealed.seal_folder``) after its record; a finished folder whose files fail
     the check (``sealed.folder_problem``) is removed and built again, logged on ``cag_utils.cache``."""
-    from cag_utils.cachecheck import log
+    from cag_utils.run.cachecheck import log
     from cag_utils.vlm import sealed
 
     marker = folder / DONE

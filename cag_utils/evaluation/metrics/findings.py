@@ -10,7 +10,7 @@ language (a test set of hand-written summaries, ``tests/data/free_text_summaries
 - ``plan``: PCI / CABG / medical / follow_up ("" when none is stated; a text naming several counts as
   the first in that order), and the PCI culprit segment.
 
-How it reads (the vocabulary is in ``cag_utils.metrics.wording``):
+How it reads (the vocabulary is in ``cag_utils.evaluation.metrics.wording``):
 1. Text is NFKC-normalised (full-width ``＃６　９０％`` reads as ``#6 90%``) and cut into sentences
    (``。``, ``;``, a line break, a full stop before a space).
 2. Sites: a segment number (``#6``, ``seg 6``, ``segment 6``, ``S6``, ``#4PD``, a bare ``4PD``; a bare
@@ -52,8 +52,8 @@ from typing import Any
 
 import numpy as np
 
+from cag_utils.evaluation.metrics import wording as W
 from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
-from cag_utils.metrics import wording as W
 from cag_utils.synth.reports import GRADES, SEGMENTS, VESSEL_OF
 
 ARTERY_OF_VESSEL = {"rca": "RCA", "lmt": "LCA", "lad": "LCA", "lcx": "LCA"}

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cag_utils.metrics.findings import parse_summary
+from cag_utils.evaluation.metrics.findings import parse_summary
 from cag_utils.synth.reports import GRADES, SEGMENTS, VESSEL_OF, Lesion, lesion_text
 
 SIGNIFICANT = ("lesion_removed", "lesion_moved", "grade_changed", "plan_changed", "dominance_swapped",

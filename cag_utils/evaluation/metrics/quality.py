@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cag_utils.evaluation.metrics.findings import LESION, parse_summary
+from cag_utils.evaluation.metrics.text import normalise
 from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
-from cag_utils.metrics.findings import LESION, parse_summary
-from cag_utils.metrics.text import normalise
 
 JA_SHARE = 0.3
 N_GRAM = 4

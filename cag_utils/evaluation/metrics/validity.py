@@ -1,6 +1,6 @@
 """Metric validity: does each evaluation metric score changed findings below reworded ones?
 
-Every perturbation of ``cag_utils.metrics.perturb`` is scored against its reference with every metric of
+Every perturbation of ``cag_utils.evaluation.metrics.perturb`` is scored against its reference with every metric of
 notebook 06 (VLScore on the key frame, sentence BLEU and chrF, lesion F1 over the exam and over the shown
 artery). Per metric (``validity_summary``):
 - ``ordered``: the share of references (test record x language) where every significant perturbation scores
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cag_utils.evaluation.metrics.findings import _f1_from_counts, lesion_counts, parse_summary, restrict_to_artery
+from cag_utils.evaluation.metrics.perturb import INSIGNIFICANT, KINDS, SIGNIFICANT
+from cag_utils.evaluation.metrics.text import normalise, sentence_scores
+from cag_utils.evaluation.metrics.vlscore import vlscore_of_texts
 from cag_utils.intervals import patient_bootstrap, ratio_by_patient, ratio_of_sums
-from cag_utils.metrics.findings import _f1_from_counts, lesion_counts, parse_summary, restrict_to_artery
-from cag_utils.metrics.perturb import INSIGNIFICANT, KINDS, SIGNIFICANT
-from cag_utils.metrics.text import normalise, sentence_scores
-from cag_utils.metrics.vlscore import vlscore_of_texts
 
 METRICS = ("vlscore", "bleu", "chrf", "f1_exam", "f1_shown_artery", "findings_exact")
 SCALE = {"vlscore": 1.0, "bleu": 100.0, "chrf": 100.0, "f1_exam": 1.0, "f1_shown_artery": 1.0, "findings_exact": 1.0}
@@ -117,8 +117,8 @@ def validity_summary(scores: pd.DataFrame, *, seed: int, pass_share: float = 0.9
 def validity_table(summary: dict[str, Any], labels: dict[str, str], digits: int = 3) -> pd.DataFrame:
     """One column per metric, one row per measure: the verdict, the two shares with intervals and the drop of
     each kind (a metric per column keeps the table narrow enough for a page)."""
+    from cag_utils.evaluation.metrics.perturb import KIND_LABELS
     from cag_utils.intervals import format_interval
-    from cag_utils.metrics.perturb import KIND_LABELS
 
     rows = []
     for metric, res in summary.items():

@@ -4,7 +4,7 @@ Every table is a regular expression over NFKC-normalised text (full-width ``ï¼ƒï
 ``#6 90%``), compiled case-insensitive; abbreviations carry letter boundaries so that ``LAD`` is not
 read inside a word. Segments are AHA numbers (Austen et al., Circulation 1975;51(4 Suppl):5-40) as
 ``cag_utils.synth.reports.SEGMENTS`` writes them. The reading rules that use these tables are in the
-docstring of ``cag_utils.metrics.findings``.
+docstring of ``cag_utils.evaluation.metrics.findings``.
 """
 from __future__ import annotations
 
