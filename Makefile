@@ -28,7 +28,7 @@ reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU) and wr
 	$(PY) -m cag_utils.pipeline --profile $(PROFILE)
 	$(PY) -m cag_utils.report --profile $(PROFILE)
 
-test: $(STAMP) ## Full suite (CI's): unit tests, nbval re-execution of the notebooks (in a temporary folder), tolerance check, paper build
+test: $(STAMP) ## Full suite (CI's): unit tests, nbval re-execution of the notebooks (in a temporary folder), tolerance check, paper and book builds
 	$(PY) -m pytest
 
 test-fast: $(STAMP) ## Unit tests only, without the `slow` tier (notebook re-execution, training, paper, browser): about 2 min on 2 cores

@@ -34,6 +34,7 @@ from cag_utils import sitelinks
 SITE = REPO_ROOT / "build" / "book"
 WORK = REPO_ROOT / "build" / "book-src"
 MAX_COPY = 5_000_000   # bytes: a linked repository file larger than this is named, not copied
+LATEX_TIMEOUT = 300   # s: the paper builds in a few seconds; a stuck TeX must not hold the book
 PAPER_PAGE = "paper-pdf.md"
 LAYOUT_PAGE = "layout.md"     # where a link to a folder of the repository goes
 # Outside code: a fenced block or code span (kept as written), else a Markdown link or image.
@@ -127,11 +128,15 @@ def paper_pdf(repo: Path, work: Path) -> tuple[Path | None, str]:
     latexmk = shutil.which("latexmk")
     if latexmk:
         out = work / "latex"
-        run = subprocess.run([latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-silent",
-                              f"-outdir={out}", "main.tex"], cwd=repo / "paper", capture_output=True, text=True)
-        if run.returncode == 0 and (out / "main.pdf").is_file():
+        try:
+            status = subprocess.run([latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-silent",
+                                     f"-outdir={out}", "main.tex"], cwd=repo / "paper", capture_output=True,
+                                    timeout=LATEX_TIMEOUT).returncode
+        except subprocess.TimeoutExpired:
+            status = f"no result after {LATEX_TIMEOUT} s"
+        if status == 0 and (out / "main.pdf").is_file():
             return out / "main.pdf", "built by `make book` with latexmk from `paper/main.tex`"
-        why = f"latexmk failed (exit status {run.returncode}; log: `{out / 'main.log'}`)"
+        why = f"latexmk failed ({status}; log: `{out / 'main.log'}`)"
     else:
         why = "latexmk is not installed"
     if (repo / "paper" / "main.pdf").is_file():

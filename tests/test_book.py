@@ -101,6 +101,10 @@ def test_without_latex_the_paper_page_says_how_to_build_it(tmp_path: Path, monke
     (repo / "paper" / "main.pdf").write_bytes(b"%PDF-1.5")
     pdf, how = book.paper_pdf(repo, tmp_path / "work")
     assert pdf == repo / "paper" / "main.pdf" and "(files/paper/main.pdf)" in book.paper_page(pdf, how)
+    false = shutil.which("false")   # a latexmk that fails: the book falls back to make paper's PDF
+    monkeypatch.setattr(book.shutil, "which", lambda name: false)
+    pdf, how = book.paper_pdf(repo, tmp_path / "work")
+    assert pdf == repo / "paper" / "main.pdf" and "latexmk failed (1;" in how
 
 
 def test_the_navigation_follows_docs_index(tmp_path: Path):
