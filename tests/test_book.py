@@ -93,6 +93,7 @@ def test_a_staged_notebook_keeps_its_outputs_and_drops_widget_state(tmp_path: Pa
 
 def test_without_latex_the_paper_page_says_how_to_build_it(tmp_path: Path, monkeypatch):
     repo = fake_repo(tmp_path / "repo")
+    false = shutil.which("false")   # a latexmk that fails (looked up before `which` is patched)
     monkeypatch.setattr(book.shutil, "which", lambda name: None)
     pdf, how = book.paper_pdf(repo, tmp_path / "work")
     page = book.paper_page(pdf, how)
@@ -101,10 +102,9 @@ def test_without_latex_the_paper_page_says_how_to_build_it(tmp_path: Path, monke
     (repo / "paper" / "main.pdf").write_bytes(b"%PDF-1.5")
     pdf, how = book.paper_pdf(repo, tmp_path / "work")
     assert pdf == repo / "paper" / "main.pdf" and "(files/paper/main.pdf)" in book.paper_page(pdf, how)
-    false = shutil.which("false")   # a latexmk that fails: the book falls back to make paper's PDF
     monkeypatch.setattr(book.shutil, "which", lambda name: false)
     pdf, how = book.paper_pdf(repo, tmp_path / "work")
-    assert pdf == repo / "paper" / "main.pdf" and "latexmk failed (1;" in how
+    assert pdf == repo / "paper" / "main.pdf" and "latexmk failed (1;" in how   # falls back to make paper's PDF
 
 
 def test_the_navigation_follows_docs_index(tmp_path: Path):
