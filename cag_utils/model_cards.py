@@ -187,15 +187,16 @@ def profile_of(folder: Path) -> str | None:
     return None
 
 
-def refresh(profile: str) -> list[Path]:
-    """Write the card of every model folder of ``profile`` from its records and results/*.json; the changed ones."""
+def refresh(profile: str, standins: Path | None = None) -> list[Path]:
+    """Write the card of every model folder of ``profile`` from its records and results/*.json; the changed ones.
+    ``standins``: the stand-ins' folder (default the profile's ``vlm_standins_dir``)."""
     from cag_utils.cnn.card import cnn_spec
     from cag_utils.config import REPO_ROOT, load_config, results_dir, work_dir
     from cag_utils.vlm import cards
     from cag_utils.vlm.standins import DONE
 
     results, work = results_dir(profile), work_dir(profile)
-    standins = REPO_ROOT / load_config(profile, "finetune")["vlm_standins_dir"]
+    standins = Path(standins or REPO_ROOT / load_config(profile, "finetune")["vlm_standins_dir"])
     provenance = load_record(standins / "provenance.json")
     todo: list[tuple[Path, Spec, tuple[str, ...]]] = []
     todo += [(f.parent, cnn_spec(f.parent, results), ()) for f in sorted((work / "cnn").glob("*/config.json"))]

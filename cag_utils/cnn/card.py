@@ -39,8 +39,8 @@ def cnn_spec(folder: Path, results: Path | None = None) -> Spec:
     spec = Spec(title=f"Key-frame classifier {folder.name}", what=what, base=base, data="", rebuild="",
                 library="timm", task="image-classification", base_model=shown(start) if start else None,
                 tags=["image-classification", "timm", "convnext", "coronary-angiography", "synthetic-data"],
-                limits="The smoke recipe is small (64 px frames, one training seed); its key-frame F1 is far below "
-                       "its laterality F1 (docs/stage1.md).")
+                limits=f"One training run, seed {c.get('seed')}, at {c.get('input_size')} px; the spread over seeds "
+                       "and the scores with more training patients are in docs/stage1.md.")
     if matched:
         res = r02["results"]
         spec.metrics = interval_metrics(res["headline"], "", "results/02_cnn.json: headline", LABELS)

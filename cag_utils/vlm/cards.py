@@ -168,8 +168,9 @@ def adapter_spec(folder: Path, results: Path | None, profile: str | None) -> Spe
                   f"; seed {r05['config']['seed']}; the test split's patients are in each metric's row.")
     if control:
         spec.metrics = (interval_metrics(res["control"]["headline"], f"{family}.", "results/05_finetune.json: control.headline", LOSSES)
-                        + interval_metrics(res["control"]["scores"].get(family, {}), "",
-                                           f"results/05_finetune.json: control.scores.{family}", CONTROL, plain=True))
+                        + interval_metrics({k: v for k, v in res["control"]["scores"].get(family, {}).items()
+                                            if k != "image_reliance"},   # the same number as the headline's
+                                           "", f"results/05_finetune.json: control.scores.{family}", CONTROL, plain=True))
         return spec
     spec.metrics = interval_metrics(res["headline"], f"{family}.", "results/05_finetune.json: headline", LOSSES)
     r06 = load_record(results / "06_evaluation.json")
