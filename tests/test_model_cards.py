@@ -129,6 +129,8 @@ def test_committed_standin_cards_state_their_records_and_stay_sealed(name, requi
     prov = json.loads((STANDINS / "provenance.json").read_text())
     assert path.read_text(encoding="utf-8") == model_cards.render(cards.standin_spec(path.parent, prov, "smoke")), \
         "the committed card is not what the code writes: python -m cag_utils.model_cards --profile smoke"
+    if name == embedder_standin.NAME:   # embedder_standin.make writes it from the record alone
+        assert path.read_text(encoding="utf-8") == model_cards.render(cards.standin_spec(path.parent, None, "smoke"))
     assert f"  {model_cards.CARD}\n" in (path.parent / SUMS_NAME).read_text() and check_folder(path.parent) == []
     assert_private(card.text)
     patients = set(prov["aux_cohort"]["patients"])
@@ -138,6 +140,18 @@ def test_committed_standin_cards_state_their_records_and_stay_sealed(name, requi
 def test_the_card_is_not_part_of_the_digest_notebook_05_names_its_caches_by():
     recorded = json.loads((STANDINS / "provenance.json").read_text())["records"]
     assert {n: make_standins._record_digest(STANDINS / n) for n in make_standins.PARTS} == recorded
+
+
+def test_assembled_vlm_carries_a_sealed_card_naming_its_stand_ins(tmp_path):
+    from cag_utils.vlm import stage
+
+    cfg = {**FT, "vlm_families": ["conceptclip_gemma3"]}
+    folder = stage.assemble_families(cfg, tmp_path / "vlm", stage.load_standins(cfg, set()))["conceptclip_gemma3"]
+    card = ModelCard.load(folder / model_cards.CARD)
+    parts = [f"{FT['vlm_standins_dir']}/lm", f"{FT['vlm_standins_dir']}/conceptclip"]
+    assert card.data.base_model == parts and metric_records(card) == {}
+    assert "None: this folder is not scored on its own" in card.text
+    assert f"  {model_cards.CARD}\n" in (folder / SUMS_NAME).read_text() and check_folder(folder) == []
 
 
 # --------------------------------------------------------------------------- LoRA adapters

@@ -115,7 +115,7 @@ def vlm_spec(folder: Path, standins: Path, profile: str, record: dict[str, Any] 
     fam = REGISTRY[rec.get("family") or folder.name.split("-")[0]]
     lm, vision = Path(standins) / "lm", Path(standins) / fam.vision
     join = ("its patch features pass through Gemma3's own multimodal projector" if fam.vision == "conceptclip" else
-            f"joined by {fam.architecture}'s multimodal projector")
+            f"joined by {REGISTRY[fam.architecture].label}'s multimodal projector")
     return Spec(
         title=f"{fam.label} assembled from the smoke stand-ins", library="transformers", task="image-text-to-text",
         what=(f"{fam.label} ({rec.get('parameters')} parameters) assembled from the language model `{shown(lm)}` and "
