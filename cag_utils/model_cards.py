@@ -133,7 +133,7 @@ def render(spec: Spec) -> str:
     rows = ["| metric | estimate | 95 % interval | patients | record |", "| --- | --- | --- | --- | --- |"]
     table = "\n".join(rows + [m.row() for m in spec.metrics]) if spec.metrics else ""
     if any(m.ci_low is None for m in spec.metrics):
-        table += "\n\nNo interval: the record holds one measurement on one held-out set, without a bootstrap."
+        table += "\n\nNo interval: the record holds none for that number (one held-out measurement, or a fixed rate)."
     missing = "\n".join(f"- Not measured yet: {m}" for m in spec.missing)
     metrics = "\n\n".join(p for p in (table, missing) if p) or "None: this folder is not scored on its own."
     text = str(ModelCard.from_template(data, template_str=TEMPLATE, title=spec.title, what=spec.what,

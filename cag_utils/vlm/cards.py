@@ -18,8 +18,8 @@ TAGS = ["coronary-angiography", "synthetic-data", "stand-in"]
 STANDIN_LIMITS = ("A small stand-in trained from scratch on generated text and frames: it knows only the "
                   "generator's vocabulary, views and lesions, and it is not a pretrained PaliGemma2, Gemma3, SigLIP "
                   "or ConceptCLIP.")
-LOSSES = {"test_loss": "held-out summary loss w/ LoRA (nats per token)", "test_loss_blanked": "the same, blanked image",
-          "image_reliance": "image reliance (blanked - real)", "test_loss_without_lora": "held-out summary loss w/o LoRA"}
+LOSSES = {"test_loss": "held-out {} loss w/ LoRA (nats per token)", "test_loss_blanked": "the same, blanked image",
+          "image_reliance": "image reliance (blanked - real)", "test_loss_without_lora": "held-out {} loss w/o LoRA"}
 CONTROL = {"artery_accuracy_real": "artery accuracy, real frame", "artery_accuracy_blank": "artery accuracy, blanked",
            "artery_chance": "artery accuracy of the commonest answer", "view_accuracy_real": "view accuracy, real frame",
            "view_accuracy_blank": "view accuracy, blanked", "view_chance": "view accuracy of the commonest answer",
@@ -27,6 +27,10 @@ CONTROL = {"artery_accuracy_real": "artery accuracy, real frame", "artery_accura
 SCORES = {f"{lang}.{m}": f"{name} ({lang})" for lang in ("ja", "en") for m, name in
           (("vlscore", "VLScore"), ("bleu", "BLEU"), ("chrf", "chrF"), ("f1_exam", "lesion F1 over the exam"),
            ("f1_shown_artery", "lesion F1 of the shown artery"))}
+
+
+def _losses(target: str) -> dict[str, str]:
+    return {k: v.format(target) for k, v in LOSSES.items()}
 
 
 def _curve(rec: dict[str, Any], what: str) -> list[Metric]:
@@ -137,7 +141,7 @@ def adapter_spec(folder: Path, results: Path | None, profile: str | None) -> Spe
     base = conf.get("base_model_name_or_path")
     on_standins = bool(base) and Path(base).parent.name == "vlm"   # assembled by notebook 05 under data/work/<p>/vlm/
     control = tag == "control"
-    task = ("the positive control: it answers \"Artery and view:\" with the key frame's artery and view" if control
+    task = ("the positive control: it names the key frame's artery and view, given no report" if control
             else "it writes the diagnostic and treatment summary from a key frame and the pre-procedure report")
     counts = rec.get("parameters", {})
     spec = Spec(
@@ -163,16 +167,18 @@ def adapter_spec(folder: Path, results: Path | None, profile: str | None) -> Spe
                         f"does not name this adapter ({redo})."]
         return spec
     res = r05["results"]
-    n = res["exact"]["n_examples"]
-    spec.data += (f" Examples (records x languages): " + ", ".join(f"{k} {v}" for k, v in n.items()) +
-                  f"; seed {r05['config']['seed']}; the test split's patients are in each metric's row.")
+    seed = f"seed {r05['config']['seed']}; scored on the test split (its patients in each metric's row)."
     if control:
-        spec.metrics = (interval_metrics(res["control"]["headline"], f"{family}.", "results/05_finetune.json: control.headline", LOSSES)
-                        + interval_metrics({k: v for k, v in res["control"]["scores"].get(family, {}).items()
-                                            if k != "image_reliance"},   # the same number as the headline's
-                                           "", f"results/05_finetune.json: control.scores.{family}", CONTROL, plain=True))
+        spec.data += f" Target: each key frame's artery and view, from the prompt \"{res['control'].get('prompt')}\"; {seed}"
+        ctrl, src = res["control"], "results/05_finetune.json: control"
+        scores = {k: v for k, v in ctrl["scores"].get(family, {}).items() if k != "image_reliance"}   # = headline's
+        spec.metrics = (interval_metrics(ctrl["headline"], f"{family}.", f"{src}.headline", _losses("answer"))
+                        + interval_metrics(scores, "", f"{src}.scores.{family}", CONTROL, plain=True))
         return spec
-    spec.metrics = interval_metrics(res["headline"], f"{family}.", "results/05_finetune.json: headline", LOSSES)
+    n = res["exact"].get(f"{family}.n_used") or res["exact"]["n_examples"]
+    spec.data += " Examples (records x languages): " + ", ".join(f"{k} {v}" for k, v in n.items()) + f"; {seed}"
+    spec.metrics = interval_metrics(res["headline"], f"{family}.", "results/05_finetune.json: headline",
+                                    _losses("summary"))
     r06 = load_record(results / "06_evaluation.json")
     finished = lambda r: r["provenance"].get("timing", {}).get("finished_at", "")   # noqa: E731
     if r06 and finished(r06) >= finished(r05):
