@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies and cag_utils (once)
 
-reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU; SET="key=value ...": overrides) and write the paper inputs
+reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU; SET="key=value ...": overrides), write the paper inputs and the model cards
 	$(PY) -m cag_utils.pipeline --profile $(PROFILE) $(addprefix -p ,$(SET))
 	$(PY) -m cag_utils.report --profile $(PROFILE)
+	$(PY) -m cag_utils.model_cards --profile $(PROFILE)
 
 test: $(STAMP) ## Full suite (CI's): unit tests, nbval re-execution of the notebooks (in a temporary folder), tolerance check, paper and book builds
 	$(PY) -m pytest
