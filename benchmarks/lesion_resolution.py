@@ -60,7 +60,8 @@ def summarise(rows: pd.DataFrame, modes: dict[str, str], seed: int) -> tuple[dic
     by_group, visible, signal = {}, [], []
     big, small, down = modes
     for label, df in groups:
-        entry = {"n_lesions": len(df), "n_patients": int(df["patient"].nunique())}
+        entry = {"n_lesions": len(df), "n_patients": int(df["patient"].nunique()),
+                 "not_in_frame": share(df.assign(zero=df[f"dprime_{big}"] == 0), "zero", 1, seed)}
         for mode in modes:
             entry[f"visible_{mode}"] = share(df, f"dprime_{mode}", vis.DPRIME_SEEN, seed)
             entry[f"median_dprime_{mode}"] = float(df[f"dprime_{mode}"].median())
@@ -69,11 +70,13 @@ def summarise(rows: pd.DataFrame, modes: dict[str, str], seed: int) -> tuple[dic
         entry[f"dprime_kept_{down}"] = kept(df, down, big, seed)
         by_group[label] = entry
         visible.append({"Lesion": label, "Lesions (patients)": f"{len(df)} ({entry['n_patients']})",
+                        f"Not in the frame (d' = 0 at {modes[big]})": format_interval(entry["not_in_frame"]),
                         **{f"d' >= {vis.DPRIME_SEEN:g} at {name}": format_interval(entry[f"visible_{m}"])
                            for m, name in modes.items()}})
         signal.append({"Lesion": label, **{f"median d' at {name}": round(entry[f"median_dprime_{m}"], 1)
                                            for m, name in modes.items()},
                        f"d' kept at {modes[small]}": format_interval(entry[f"dprime_kept_{small}"]),
+                       f"d' kept at {modes[down]}": format_interval(entry[f"dprime_kept_{down}"]),
                        **{f"median contrast deficit at {name}": round(entry[f"median_deficit_{m}"], 2)
                           for m, name in modes.items()}})
     null = {}
@@ -83,6 +86,7 @@ def summarise(rows: pd.DataFrame, modes: dict[str, str], seed: int) -> tuple[dic
     by_group["Negative control: noise only"] = {"n_lesions": len(lesions), **null}
     visible.append({"Lesion": "Negative control: noise only (each lesion's filter)",
                     "Lesions (patients)": f"{len(lesions)} ({lesions['patient'].nunique()})",
+                    f"Not in the frame (d' = 0 at {modes[big]})": "",
                     **{f"d' >= {vis.DPRIME_SEEN:g} at {name}": format_interval(null[f"visible_{m}"])
                        for m, name in modes.items()}})
     return by_group, {"visible": visible, "signal": signal}
@@ -161,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = {"profile": args.profile, "seed": data_cfg["seed"], "stream": STREAM, "cohort": "annotation",
            "n_exams": len(tasks), "sizes": [big, small], "cohort_image_size": data_cfg["image_size"],
            "bits_stored": data_cfg["bits_stored"], "noise_draws": args.noise_draws, "dprime_seen": vis.DPRIME_SEEN,
-           "deficit_seen": vis.DEFICIT_SEEN, "control_segments": vis.CONTROL_SEGMENT, "resize": "vlm.standins.pixel_tensor"}
+           "control_segments": vis.CONTROL_SEGMENT, "resize": "vlm.standins.pixel_tensor"}
     run = Run("lesion_resolution", cfg)
     rng = np.random.default_rng([data_cfg["seed"], STREAM])
     rows, t0 = [], time.perf_counter()
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                   "n_patients": int(table["patient"].nunique()), "n_frames": int((table["kind"] == "control").sum()),
                   "n_lesions": len(lesions), "n_lesions_severe": severe["n_lesions"],
                   "n_lesions_severe_better": by_group['>= 90 %, "better" frames']["n_lesions"]},
-        "headline": {"severe": {k: severe[k] for k in severe if k.startswith(("visible_", "dprime_kept_"))},
+        "headline": {"severe": {k: severe[k] for k in severe if k.startswith(("visible_", "dprime_kept_", "not_in"))},
                      "control": {k: v for k, v in by_group["Positive control: 100 % proximal occlusion"].items()
                                  if k.startswith("visible_")},
                      "noise_only": {k: v for k, v in by_group["Negative control: noise only"].items()
@@ -205,8 +209,9 @@ def main(argv: list[str] | None = None) -> None:
                f"sees them, with the lesion and with the same noise draw without it, at {big} px, natively at {small} "
                f"px and at {big} px resized to {small} px; the row label gives d' at {big} and {small} px. Bottom: d' "
                f"of every lesion per grade and resolution, and of the positive control; above the dashed line "
-               f"(d' = {vis.DPRIME_SEEN:g}) a lesion stands out of the frame's noise. The {small}-px boxes sit close "
-               f"to the {big}-px ones: the smaller frame keeps most of what the larger one shows.")
+               f"(d' = {vis.DPRIME_SEEN:g}) a lesion stands out of the frame's noise; at the bottom edge are lesions the "
+               f"frame does not show at all (d' = 0). Where the {small}-px boxes sit level with the {big}-px ones, "
+               f"the smaller frame keeps what the larger one shows.")
     stem = figures_dir(args.profile) / "lesion_resolution"
     stem.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(stem.with_suffix(".png"), dpi=FIGURE_DPI, bbox_inches="tight", metadata={"Software": None})

@@ -34,7 +34,6 @@ from cag_utils.synth.cohort import ExamTask, _draw_exam, exam_catheters, exam_vi
 from cag_utils.synth.reports import Lesion
 
 DPRIME_SEEN = 5.0        # Rose criterion: a known signal this far above the noise is seen reliably
-DEFICIT_SEEN = 0.5       # half of the vessel's contrast gone at the lesion
 CONTROL_SEGMENT = {"LCA": "6", "RCA": "1"}   # positive control: 100 % occlusion of the proximal LAD / RCA
 DEFINITIONS = {
     "dprime": "matched-filter (non-prewhitening) d' = ||Delta||^2 / sd(<Delta, x>); Delta = noise-free frame with "
