@@ -7,7 +7,7 @@ to 128 px by stage 3's resize, each with and without each lesion. Per lesion it 
 d' of the lesion in the frame's noise (32 noise draws) and the share of the vessel's contrast the lesion
 removes; a 100 % occlusion of the proximal LAD or RCA in the same frame is the positive control, the same
 statistic on two noise draws of one frame the negative control. Shares of visible lesions (d' >= 5) get
-95 % patient-bootstrap intervals. Deterministic (seeded); not part of CI. About 7 minutes on one core:
+95 % patient-bootstrap intervals. Deterministic (seeded); not part of CI. About 7 minutes on one core (2.2 GB):
 
     OMP_NUM_THREADS=1 python benchmarks/lesion_resolution.py    # results/lesion_resolution.json,
                                                                 # results/lesion_resolution_lesions.csv,
@@ -138,7 +138,7 @@ def plot(rows: pd.DataFrame, picks: list[dict], modes: dict[str, str]):
         ax.scatter(np.repeat(pos, [len(d) for d in data]) + jitter, np.concatenate(data), s=4, color=colours[j],
                    alpha=0.6, label=name)
     ax.axhline(vis.DPRIME_SEEN, color="k", ls="--", lw=1)
-    ax.text(len(labels) - 0.5, vis.DPRIME_SEEN * 1.1, f"d' = {vis.DPRIME_SEEN:g}", ha="right", va="bottom", fontsize=8)
+    ax.text(-0.45, vis.DPRIME_SEEN * 1.1, f"d' = {vis.DPRIME_SEEN:g}", ha="left", va="bottom", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylim(FLOOR * 0.8, None)
     ax.set_xticks(np.arange(len(labels)), labels, fontsize=8)
