@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce test test-fast lab paper bench variance ceiling standins gpu-check clean
+.PHONY: help install reproduce test test-fast lab paper book bench variance ceiling standins gpu-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,11 +25,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies and cag_utils (once)
 
-reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU; SET="key=value ...": overrides) and write the paper inputs
+reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU; SET="key=value ...": overrides), write the paper inputs and the model cards
 	$(PY) -m cag_utils.run.pipeline --profile $(PROFILE) $(addprefix -p ,$(SET))
 	$(PY) -m cag_utils.run.report --profile $(PROFILE)
+	$(PY) -m cag_utils.run.model_cards --profile $(PROFILE)
 
-test: $(STAMP) ## Full suite (CI's): unit tests, nbval re-execution of the notebooks (in a temporary folder), tolerance check, paper build
+test: $(STAMP) ## Full suite (CI's): unit tests, nbval re-execution of the notebooks (in a temporary folder), tolerance check, paper and book builds
 	$(PY) -m pytest
 
 test-fast: $(STAMP) ## Unit tests only, without the `slow` tier (notebook re-execution, training, paper, browser): about 2 min on 2 cores
@@ -45,6 +46,9 @@ paper: $(STAMP) ## Regenerate paper/generated/*.tex and build paper/main.pdf wit
 	&& echo "paper/main.pdf: $$(pdfinfo main.pdf 2>/dev/null | awk '/^Pages/ {print $$2 " pages"}')"; \
 	else echo "latexmk not found: apt-get install latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended lmodern"; \
 	echo "paper/generated/*.tex are current; only the PDF was not built."; fi
+
+book: $(STAMP) ## The book: README, docs/, the executed notebooks (as committed, not re-run) and the paper PDF as a static site -> build/book/index.html
+	$(PY) -m cag_utils.run.book
 
 bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
 	$(PY) benchmarks/bench_data.py --out results/bench_data.json
@@ -67,6 +71,6 @@ standins: $(STAMP) ## Pretrain the smoke stand-ins (tokenizer, LM, SigLIP, Conce
 gpu-check: ## GPU check at full size: VLM LoRA + CNN steps (throughput, peak memory, MFU); no GPU: exits 0
 	$(if $(wildcard $(PY)),$(PY),python3) benchmarks/gpu_check.py
 
-clean: ## Remove generated cohorts, checkpoints and caches (committed outputs stay)
-	rm -rf data/work .pytest_cache
+clean: ## Remove generated cohorts, checkpoints, caches and the book (committed outputs stay)
+	rm -rf data/work build .pytest_cache
 	find . -name __pycache__ -not -path "./$(VENV)/*" -prune -exec rm -rf {} +

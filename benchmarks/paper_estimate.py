@@ -12,8 +12,9 @@ a stated assumption, and every row says which (``basis``):
   published configurations (the same builders ``make gpu-check`` uses);
 * GPU time assumes the MFU targets of ``make gpu-check`` (25 % for the CNN, 35 % for the VLMs) on an
   H100 SXM (989.5 dense bf16 TFLOP/s), and greedy decoding at half the card's memory bandwidth;
-* CPU time (generation, decoding JPEG 2000, corpus, evaluation) scales this machine's measurements
-  (``results/bench_data.json``, the smoke results) by the work and the profile's ``num_workers``;
+* CPU time (generation, decoding JPEG 2000) scales this machine's measurements (``results/bench_data.json``)
+  by the work and the profile's ``num_workers``; corpus and evaluation scale a one-minute ceiling on their
+  smoke wall time by the exams (never the wall time itself: the estimate must not depend on machine load);
 * GPU memory: the CNN's activations are the bytes autograd saves for one 224-px frame (measured on the
   CPU under bf16 autocast) times the batch, plus weights, gradients and AdamW state; a VLM's are the frozen
   bf16 weights, the trained parameters with AdamW state, the gradient-checkpointed hidden states, one
@@ -50,6 +51,7 @@ HBM_TB_S, DECODE_BANDWIDTH_SHARE = 3.35, 0.5   # H100 SXM HBM3; greedy decoding 
 CNN_MFU, VLM_MFU = 0.25, 0.35                  # make gpu-check's targets (gpu_check.TARGETS)
 LOGIT_GRAD_BYTES = 8                            # backward: the fp32 gradient in and out of log-softmax
 GIB = 2 ** 30
+SMOKE_CPU_STEP_CEILING_S = 60                   # notebooks 04 and 06 on the smoke profile, 2 cores
 
 
 def cnn_numbers(model_name: str, size: int, in_chans: int) -> dict[str, float]:
@@ -185,13 +187,13 @@ def estimate(profile: str = "paper") -> dict[str, Any]:
     row("03_extraction", f"{ind_frames:,.0f} frames of {data['n_independent_exams']} exams", ext_s,
         "GPU: below 02 (inference: no gradients, no optimizer state)", "JPEG 2000 decoding dominates (as in 01); inference at the CNN's rate")
 
-    # 04 and 06 on the CPU: the smoke run's wall time scaled by the records
-    smoke = {n: json.loads((ROOT / f"results/{n}.json").read_text()) for n in ("04_corpus", "06_evaluation")}
+    # 04 and 06 on the CPU: a ceiling on the smoke run's wall time, scaled by the exams (a measured wall time
+    # would make the estimate depend on machine load; tests/test_paper_estimate.py checks the ceiling holds)
     smoke_exams = load_profile("smoke")["data"]["n_independent_exams"]
     scale = int(data["n_independent_exams"]) / int(smoke_exams)
-    row("04_corpus", f"{PAPER_KEY_FRAMES:,} key frames x 2 languages",
-        smoke["04_corpus"]["provenance"]["timing"]["wall_time_s"] * scale, "CPU only",
-        f"smoke wall time x {scale:.2f} (exams)")
+    cpu_basis = f"at most {SMOKE_CPU_STEP_CEILING_S} s in the smoke run (its wall time) x {scale:.2f} (exams)"
+    row("04_corpus", f"{PAPER_KEY_FRAMES:,} key frames x 2 languages", SMOKE_CPU_STEP_CEILING_S * scale, "CPU only",
+        cpu_basis)
 
     # 05: LoRA of each family + the positive control, and greedy generation of every test output
     examples = PAPER_KEY_FRAMES * 2
@@ -224,8 +226,8 @@ def estimate(profile: str = "paper") -> dict[str, Any]:
     g = per_family["gemma3"]
     row("05_finetune: gemma3_text", f"{steps} LoRA steps, no image", steps * g["step_s"] + g["generation_s"] * 2 / 3,
         f"GPU < {g['memory_gib']:.1f} GiB", "bounded by the Gemma3 row (same language model, no image tokens)")
-    row("06_evaluation", f"{test_ex:,.0f} test outputs x 4 models x 2 variants", smoke["06_evaluation"]["provenance"]
-        ["timing"]["wall_time_s"] * scale, "CPU, the embedder on the GPU (below 02)", f"smoke wall time x {scale:.2f} (exams)")
+    row("06_evaluation", f"{test_ex:,.0f} test outputs x 4 models x 2 variants", SMOKE_CPU_STEP_CEILING_S * scale,
+        "CPU, the embedder on the GPU (below 02)", cpu_basis)
     total = sum(r["time_s"] for r in rows)
     return {"card": CARD, "rows": rows, "total_s": total, "vlm": per_family,
             "cnn": {**c, "train_frames_per_s": fps_train, "memory_gib": cnn_mem / GIB},

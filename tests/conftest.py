@@ -34,6 +34,7 @@ _MAKERS = [
     (r"paper_estimate", "python benchmarks/paper_estimate.py"),
     (r"bench_", "make bench"),
     (r"fuzz_dicom", "python benchmarks/fuzz_dicom.py --cases 5000 --ingest-cases 1000 --seed 0"),
+    (r"^models/standins/.*/README\.md$", "python -m cag_utils.run.model_cards --profile smoke"),
     (r"^models/standins/", "make standins"),
 ]
 

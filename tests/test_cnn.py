@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import timm
 import torch
+from huggingface_hub import ModelCard
 from matplotlib.figure import Figure
 from safetensors.torch import save_file
 
@@ -166,6 +167,8 @@ def test_training_learns_and_writes_checkpoints(trained, data):
     info = json.loads((trained.out_dir / "config.json").read_text())
     assert info["classes"] == list(CLASSES) and info["best_epoch"] == trained.best_epoch
     assert info["config"]["model_name"] == "convnext_atto"
+    card = ModelCard.load(trained.out_dir / "README.md")   # its model card (cag_utils.cnn.card), from config.json
+    assert card.data.library_name == "timm" and f"(epoch {trained.best_epoch}, validation macro-F1" in card.text
 
     model, _ = load_trained(trained.out_dir)
     test_idx = np.flatnonzero(table["split"] == "test")

@@ -31,6 +31,12 @@ def test_committed_estimate_is_what_the_profile_and_benchmarks_give(fresh, requi
             "memory"], f"{row['step']}: run python benchmarks/paper_estimate.py"
 
 
+@pytest.mark.parametrize("notebook", ["04_corpus", "06_evaluation"])
+def test_the_cpu_steps_stay_under_their_ceiling_in_the_smoke_run(notebook, require):
+    wall = json.loads(require(f"results/{notebook}.json").read_text())["provenance"]["timing"]["wall_time_s"]
+    assert wall < paper_estimate.SMOKE_CPU_STEP_CEILING_S, f"{notebook}: raise SMOKE_CPU_STEP_CEILING_S"
+
+
 def test_every_step_of_the_paper_run_is_estimated(fresh):
     steps = [r["step"].split(":")[0] for r in fresh["rows"]]
     assert sorted(set(steps)) == ["01_data", "02_cnn", "03_extraction", "04_corpus", "05_finetune", "06_evaluation"]

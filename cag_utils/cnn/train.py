@@ -16,6 +16,8 @@ Files in ``out_dir``:
   best.safetensors + config.json   weights with the best validation macro-F1, and the recipe
   last.safetensors + last_state.pt weights, optimizer state, history after the last epoch
   rejected_frames.json             frames ``check_frames`` refused
+  README.md                        model card (``cnn.card``): recipe and validation score; the test scores
+                                   come with ``python -m cag_utils.run.model_cards`` after notebook 02
   <file>.sha256                    content hash of each of the files above (cag_utils.run.cachecheck):
                                    a resumed run whose files fail it (or cannot be read) trains again
                                    from the first epoch, saying so; ``load_trained`` raises CacheError
@@ -50,12 +52,12 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cag_utils.run.cachecheck import CacheError, check_file, fix_command, seal
+from cag_utils.run.cachecheck import log as cache_log
 from cag_utils.cnn.data import FrameDataset, build_transform, check_frames, default_mean_std
 from cag_utils.cnn.evaluate import classification_metrics
 from cag_utils.cnn.model import build_model
 from cag_utils.data.labels import CLASSES
-from cag_utils.run.cachecheck import CacheError, check_file, fix_command, seal
-from cag_utils.run.cachecheck import log as cache_log
 from cag_utils.run.seed import seed_everything, set_threads
 
 __all__ = ["DEFAULT_CONFIG", "PAPER_CONFIG", "TrainResult", "load_trained", "resolve_config", "train_classifier"]
@@ -351,6 +353,11 @@ def train_classifier(
                           RuntimeWarning, stacklevel=2)
             break
 
+    if main and best_path.exists():   # README.md: what training knows; test scores come with model_cards' refresh
+        from cag_utils.cnn.card import cnn_spec
+        from cag_utils.run.model_cards import write as write_card
+
+        write_card(out_dir, cnn_spec(out_dir))
     return TrainResult(
         out_dir=out_dir, status=status, epochs_completed=len(history), history=history,
         best_epoch=best_epoch, best_val_macro_f1=None if best_epoch is None else float(best_f1),

@@ -11,6 +11,11 @@ diaphragm; optional ECG leads, sternal wires, pacing lead); the catheter (Judkin
 or a radial universal shape) is engaged in the ostium of the run's artery and its lumen
 holds contrast. The simulated state gives each frame's ground truth (laterality, key-frame
 category) and, on request, the vessel mask.
+
+`render_run` is built from steps that `cag_utils.synth.visibility` calls one by one: the run's fixed
+geometry (`run_geometry`), heart motion (`run_motion`), one frame's noise-free exposure
+(`frame_exposure`), the detector's noise (`detect`; rng=None gives the noise-free signal) and the display
+window (`run_window`, `display`).
 """
 from __future__ import annotations
 
@@ -295,12 +300,22 @@ def _path_length(uv, radius_mm, weights, size, px_mm, blur_px) -> np.ndarray:
     return out
 
 
-def render_run(tree: Tree, spec: RunSpec, size: int, bits_stored: int,
-               rng: np.random.Generator, masks: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Frames (F, size, size) uint16 within bits_stored, and per-frame ground-truth state.
+@dataclass
+class RunGeometry:
+    """What a run fixes before its first frame: pixel size, C-arm view, table position, thorax, catheter."""
 
-    masks=True adds truth["vessel_mask"] (F, size, size) bool: the visible opacified lumen
-    (`vessel_mask`) of each frame, the generator's free segmentation ground truth."""
+    size: int
+    px_mm: float
+    rot: np.ndarray          # (3, 3) patient LPS -> detector
+    centre_uv: np.ndarray    # (2,) detector-plane position (mm) of pixel (0, 0)
+    bg: np.ndarray           # (size, size) log-attenuation of the thorax
+    cath: np.ndarray         # (C, 3) catheter centreline (mm)
+    shutter: np.ndarray      # (size, size) bool: inside the collimator
+    photons_px: float        # entrance photons per pixel
+
+
+def run_geometry(tree: Tree, spec: RunSpec, size: int) -> RunGeometry:
+    """The run's fixed geometry at `size` px (draws only from the run's own background seed)."""
     px_mm = spec.fov_mm / size
     rot = carm_rotation(spec.primary_angle, spec.secondary_angle)
     # The operator pans the table to centre the tree (plus a random offset).
@@ -313,18 +328,82 @@ def render_run(tree: Tree, spec: RunSpec, size: int, bits_stored: int,
     bg_rng = np.random.default_rng(spec.background_seed)
     bg = background(size, px_mm, rot, centre_uv, bg_rng, spec.artefacts)
     cath = catheter_path(spec.laterality, tree.ostium, spec.catheter, spec.access, bg_rng.normal(0, 2, 3))
-    swing = rng.normal(0, 2.5, 3)
-    area = np.pi * tree.radius**2
+    yy, xx = np.mgrid[0:size, 0:size]
+    open_r = spec.shutter * size / 2
+    shutter = (np.abs(xx - size / 2) < open_r) & (np.abs(yy - size / 2) < open_r)
+    return RunGeometry(size, px_mm, rot, centre_uv, bg, cath, shutter, spec.photons_per_mm2 * px_mm**2)
+
+
+def run_motion(tree: Tree, spec: RunSpec, swing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frame times (s), heart contraction (0 diastole .. 1 systole) and motion blur (mm) of every frame."""
     t = np.arange(spec.n_frames) / spec.frame_rate
     phase = 2 * np.pi * spec.heart_rate_hz * t + spec.cardiac_phase
     contraction = 0.5 - 0.5 * np.cos(phase)                       # 0 diastole .. 1 systole
     speed = np.abs(0.5 * np.sin(phase)) * 2 * np.pi * spec.heart_rate_hz  # d(contraction)/dt
     reach = float(np.linalg.norm(tree.points - HEART_CENTRE, axis=1).mean())
     blur_mm = speed * (0.07 * reach + np.linalg.norm(swing)) * spec.pulse_ms / 1000
-    photons_px = spec.photons_per_mm2 * px_mm**2
-    yy, xx = np.mgrid[0:size, 0:size]
-    open_r = spec.shutter * size / 2
-    shutter = (np.abs(xx - size / 2) < open_r) & (np.abs(yy - size / 2) < open_r)
+    return t, contraction, blur_mm
+
+
+def frame_exposure(tree: Tree, spec: RunSpec, geo: RunGeometry, swing: np.ndarray, time_s: float,
+                   contraction: float, blur_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected detector counts of one frame (noise-free), its iodine path length (mm) and the contrast
+    concentration along the tree (0-1 per centreline sample)."""
+    px_mm = geo.px_mm
+    moved = HEART_CENTRE + (tree.points - HEART_CENTRE) * (1 - 0.07 * contraction) + swing * contraction
+    uv = (moved @ geo.rot.T)[:, :2] - geo.centre_uv
+    tau = time_s - spec.inject_start_s - tree.path_mm / spec.bolus_speed_mm_s - tree.delay_s
+    conc = tree.flow * bolus(tau, spec.inject_duration_s, spec.washout_s)
+    area = np.pi * tree.radius**2
+    iodine = _path_length(uv / px_mm, tree.radius, area * conc * tree.spacing / px_mm**2, geo.size,
+                          px_mm, blur_mm / px_mm)
+    cuv = ((geo.cath + (moved[0] - tree.points[0])) @ geo.rot.T)[:, :2] - geo.centre_uv
+    step = float(np.linalg.norm(np.diff(geo.cath, axis=0), axis=1).mean())
+    wire = _path_length(cuv / px_mm, np.full(len(geo.cath), 0.9), np.full(len(geo.cath), np.pi * 0.81 * step / px_mm**2),
+                        geo.size, px_mm, blur_mm / px_mm)
+    # Catheter: radio-opaque wall plus a contrast-filled lumen (flushed before the injection).
+    transmission = np.exp(-geo.bg - spec.mu_per_mm * iodine - (0.2 + 0.44 * spec.mu_per_mm) * wire)
+    expected = geo.photons_px * (transmission + spec.scatter * float(np.exp(-geo.bg).mean()))
+    return expected, iodine, conc
+
+
+def detect(expected: np.ndarray, px_mm: float, photons_px: float, rng: np.random.Generator | None) -> np.ndarray:
+    """Log detector signal: Poisson quanta, scintillator blur, electronic noise. rng=None: the noise-free
+    signal (the mean counts through the same blur, in float64)."""
+    if rng is None:
+        counts = np.asarray(expected, np.float64)
+    else:
+        counts = rng.poisson(expected).astype(np.float32)
+    if DETECTOR_BLUR_MM / px_mm > 0.3:  # scintillator light spread correlates the quantum noise
+        counts = ndimage.gaussian_filter(counts, DETECTOR_BLUR_MM / px_mm)
+    if rng is not None:
+        counts += rng.normal(0, 0.02 * photons_px ** 0.5 + 1.0, expected.shape)
+    return np.log(np.maximum(counts, 1.0))
+
+
+def run_window(logimg: np.ndarray, shutter: np.ndarray, spec: RunSpec) -> tuple[float, float]:
+    """Display window (low end, span) of a run, set from its first frame (auto exposure), then fixed."""
+    lo, hi = np.percentile(logimg[shutter], [0.5, 99.8])
+    span = (hi - lo) * (1.15 + spec.window_jitter[1])
+    lo = lo - span * (0.08 + spec.window_jitter[0])
+    return lo, span
+
+
+def display(logimg: np.ndarray, window: tuple[float, float], shutter: np.ndarray) -> np.ndarray:
+    """Log signal -> displayed value in [0, 1] (MONOCHROME2, contrast dark; 0 outside the shutter)."""
+    return np.clip((logimg - window[0]) / window[1], 0, 1) * shutter
+
+
+def render_run(tree: Tree, spec: RunSpec, size: int, bits_stored: int,
+               rng: np.random.Generator, masks: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Frames (F, size, size) uint16 within bits_stored, and per-frame ground-truth state.
+
+    masks=True adds truth["vessel_mask"] (F, size, size) bool: the visible opacified lumen
+    (`vessel_mask`) of each frame, the generator's free segmentation ground truth."""
+    geo = run_geometry(tree, spec, size)
+    swing = rng.normal(0, 2.5, 3)
+    area = np.pi * tree.radius**2
+    t, contraction, blur_mm = run_motion(tree, spec, swing)
     frames = np.zeros((spec.n_frames, size, size), np.uint16)
     fill = np.zeros(spec.n_frames)
     cover = np.zeros(spec.n_frames)
@@ -332,37 +411,17 @@ def render_run(tree: Tree, spec: RunSpec, size: int, bits_stored: int,
     mask_frames = np.zeros((spec.n_frames, size, size), bool) if masks else None
     window = None
     for k in range(spec.n_frames):
-        moved = HEART_CENTRE + (tree.points - HEART_CENTRE) * (1 - 0.07 * contraction[k]) + swing * contraction[k]
-        uv = (moved @ rot.T)[:, :2] - centre_uv
-        tau = t[k] - spec.inject_start_s - tree.path_mm / spec.bolus_speed_mm_s - tree.delay_s
-        conc = tree.flow * bolus(tau, spec.inject_duration_s, spec.washout_s)
+        expected, iodine, conc = frame_exposure(tree, spec, geo, swing, t[k], contraction[k], blur_mm[k])
         fill[k] = float((area * conc).sum() / (area * tree.flow).sum())
         cover[k] = float((conc[reachable] >= 0.5 * tree.flow[reachable]).mean())
-        iodine = _path_length(uv / px_mm, tree.radius, area * conc * tree.spacing / px_mm**2, size,
-                              px_mm, blur_mm[k] / px_mm)
-        cuv = ((cath + (moved[0] - tree.points[0])) @ rot.T)[:, :2] - centre_uv
-        step = float(np.linalg.norm(np.diff(cath, axis=0), axis=1).mean())
-        wire = _path_length(cuv / px_mm, np.full(len(cath), 0.9), np.full(len(cath), np.pi * 0.81 * step / px_mm**2),
-                            size, px_mm, blur_mm[k] / px_mm)
         if masks:
             mask_frames[k] = vessel_mask(iodine)
-        # Catheter: radio-opaque wall plus a contrast-filled lumen (flushed before the injection).
-        transmission = np.exp(-bg - spec.mu_per_mm * iodine - (0.2 + 0.44 * spec.mu_per_mm) * wire)
-        expected = photons_px * (transmission + spec.scatter * float(np.exp(-bg).mean()))
-        counts = rng.poisson(expected).astype(np.float32)
-        if DETECTOR_BLUR_MM / px_mm > 0.3:  # scintillator light spread correlates the quantum noise
-            counts = ndimage.gaussian_filter(counts, DETECTOR_BLUR_MM / px_mm)
-        counts += rng.normal(0, 0.02 * photons_px ** 0.5 + 1.0, expected.shape)
-        logimg = np.log(np.maximum(counts, 1.0))
+        logimg = detect(expected, geo.px_mm, geo.photons_px, rng)
         if window is None:  # per-run window from the first frame (auto exposure), then fixed
-            lo, hi = np.percentile(logimg[shutter], [0.5, 99.8])
-            span = (hi - lo) * (1.15 + spec.window_jitter[1])
-            lo = lo - span * (0.08 + spec.window_jitter[0])
-            window = (lo, span)
-        disp = np.clip((logimg - window[0]) / window[1], 0, 1) * shutter
-        frames[k] = np.round(disp * (2**bits_stored - 1)).astype(np.uint16)
+            window = run_window(logimg, geo.shutter, spec)
+        frames[k] = np.round(display(logimg, window, geo.shutter) * (2**bits_stored - 1)).astype(np.uint16)
     ref_signal = 1 - np.exp(-spec.mu_per_mm * 3.0 * fill)   # a 3 mm vessel at the current fill
-    bg_tx = float(np.exp(-np.median(bg)))
+    bg_tx = float(np.exp(-np.median(geo.bg)))
     noise = np.sqrt((1 + spec.scatter) / (spec.photons_per_mm2 * bg_tx))
     cnr = ref_signal / (noise * (1 + spec.scatter))
     category = np.where(fill < FILL_OTHERS, "others",

@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cag_utils.vlm import sealed, standins
+from cag_utils.run import model_cards
+from cag_utils.vlm import cards, sealed, standins
 
 NAME = "embedder"
 LANGUAGES = ("ja", "en")
@@ -272,7 +273,8 @@ def make(ft: dict[str, Any], ev: dict[str, Any], root: Path, progress: bool = Tr
     record = train(folder, tok, frames, table, texts, p, progress)
     record.update(git_sha=sha, versions=package_versions(), device=describe_device())
     (folder / standins.DONE).write_text(json.dumps(record, indent=1, ensure_ascii=False))
-    sealed.seal_folder(folder)   # after training: reads the files only
+    model_cards.write(folder, cards.standin_spec(folder, None, ft["profile"]))   # README.md, from the record
+    sealed.seal_folder(folder)   # after training and the card: reads the files only
     return record
 
 

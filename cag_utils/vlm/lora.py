@@ -84,9 +84,11 @@ def train(model, train_set: list, eval_set: list, collator, p: dict[str, Any], o
 
 
 def save_adapter(model, folder: Path, record: dict[str, Any], merge: bool = False) -> Path:
-    """Adapter (and projector) with ``save_pretrained``; ``merge``: also ``folder/merged`` (full weights).
-    Sealed last (``sealed.seal_folder``: SHA256SUMS of every file but the Trainer's scratch folder)."""
+    """Adapter (and projector) with ``save_pretrained``; ``merge``: also ``folder/merged`` (full weights);
+    a model card (``vlm.cards``) from the training record. Sealed last (``sealed.seal_folder``: SHA256SUMS of every file but the Trainer's scratch folder)."""
+    from cag_utils.run import model_cards
     from cag_utils.run.cachecheck import SUMS_NAME
+    from cag_utils.vlm import cards
     from cag_utils.vlm.sealed import seal_folder
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,6 +97,8 @@ def save_adapter(model, folder: Path, record: dict[str, Any], merge: bool = Fals
     if merge:
         model.merge_and_unload().save_pretrained(folder / "merged")
     (folder / "training.json").write_text(json.dumps(record, indent=1))
+    # our card replaces peft's template; test scores come later (python -m cag_utils.run.model_cards)
+    model_cards.write(folder, cards.adapter_spec(folder, None, model_cards.profile_of(folder)))
     seal_folder(folder, skip_dirs=("trainer",))
     return folder
 

@@ -8,7 +8,7 @@ VLScore embedder ``embedder/`` (``vlm.embedder_standin``, its own record and set
 retrains it alone, leaving notebook 05's parts and their provenance as they are), and
 ``provenance.json`` (the stand-in settings, git SHA, versions, wall time per part, the auxiliary
 cohort's size and pseudonymous patients, and linear-probe scores of both encoders on its held-out
-patients). Deterministic: the same settings and code give the same loss logs
+patients). Each part gets a model card (``README.md``, ``vlm.cards``) from its record and the provenance. Deterministic: the same settings and code give the same loss logs
 (``tests/test_standins.py`` retrains the first steps of each part and compares). Each part folder gets a
 ``SHA256SUMS`` last (``vlm.sealed``), which notebook 05 checks; ``--seal`` writes it for finished folders.
 
@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cag_utils.run import model_cards
 from cag_utils.run.cachecheck import SUMS_NAME
-from cag_utils.vlm import build, embedder_standin, probe, sealed, standins, tokenizer
+from cag_utils.vlm import build, cards, embedder_standin, probe, sealed, standins, tokenizer
 
 STANDIN_STREAM = 0x564C4D   # "VLM": the auxiliary cohort's seed stream (the CNN pretraining uses its own)
 PARTS = ("tokenizer", "lm", "siglip", "conceptclip")
@@ -152,6 +153,8 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
         "records": {name: _record_digest(out / name) for name in PARTS},
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=1, ensure_ascii=False))
+    for name in PARTS:   # the card needs the probes above; written into the sealed part, which is sealed again
+        model_cards.write(out / name, cards.standin_spec(out / name, provenance, cfg["profile"]))
     return provenance
 
 
@@ -181,11 +184,11 @@ def _write_record(folder: Path, record: dict[str, Any]) -> None:
 
 
 def _record_digest(folder: Path) -> str:
-    """sha256 over a part's files (names and bytes; not the test's first batches nor SHA256SUMS): what notebook
-    05 names its caches by."""
+    """sha256 over a part's files (names and bytes; not the test's first batches, SHA256SUMS nor the model card,
+    which is written after it): what notebook 05 names its caches by."""
     h = hashlib.sha256()
     for f in sorted(folder.rglob("*")):
-        if f.is_file() and f.name not in (FIRST_BATCHES, SUMS_NAME):
+        if f.is_file() and f.name not in (FIRST_BATCHES, SUMS_NAME, model_cards.CARD):
             h.update(f.relative_to(folder).as_posix().encode())
             h.update(f.read_bytes())
     return h.hexdigest()

@@ -172,10 +172,15 @@ def assemble_families(cfg: dict[str, Any], root: Path, parts: dict[str, Any]) ->
                                       digests["tokenizer"], digests[fam.vision])
 
         def make(f: Path, name=name, vision=vision) -> dict[str, Any]:
+            from cag_utils.run import model_cards
+            from cag_utils.vlm import cards
+
             model, processor = build.assemble(name, parts["folders"]["lm"], vision, cfg["vlm_gemma3_image_tokens"])
             model.save_pretrained(f)
             processor.save_pretrained(f)
-            return {"kind": "vlm", "family": name, "parameters": lora.parameter_counts(model)["total"]}
+            record = {"kind": "vlm", "family": name, "parameters": lora.parameter_counts(model)["total"]}
+            model_cards.write(f, cards.vlm_spec(f, parts["folders"]["lm"].parent, cfg["profile"], record))
+            return record
 
         standins.cached(folder, make)
         out[name] = folder
