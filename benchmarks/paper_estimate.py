@@ -41,14 +41,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import gpu_check  # noqa: E402
+
 from cag_utils.run.config import load_profile  # noqa: E402
 from cag_utils.run.results import describe_device, git_sha, package_versions  # noqa: E402
 
 # the paper's counts (reference/paper.md): frames sampled from 539 exams, key frames from 243 exams
 PAPER_FRAMES, PAPER_KEY_FRAMES = 14_686, 1_114
-PEAK_TFLOPS, CARD = 989.5, "H100 SXM"   # dense bf16 (gpu_check.PEAK_TFLOPS_BF16)
+CARD = "H100 SXM"
+PEAK_TFLOPS = gpu_check.peak_tflops(CARD)      # dense bf16, from make gpu-check's table
 HBM_TB_S, DECODE_BANDWIDTH_SHARE = 3.35, 0.5   # H100 SXM HBM3; greedy decoding reads every weight per token
-CNN_MFU, VLM_MFU = 0.25, 0.35                  # make gpu-check's targets (gpu_check.TARGETS)
+CNN_MFU, VLM_MFU = gpu_check.TARGETS["cnn_mfu"], gpu_check.TARGETS["vlm_mfu"]   # make gpu-check's targets
 LOGIT_GRAD_BYTES = 8                            # backward: the fp32 gradient in and out of log-softmax
 GIB = 2 ** 30
 SMOKE_CPU_STEP_CEILING_S = 60                   # notebooks 04 and 06 on the smoke profile, 2 cores
