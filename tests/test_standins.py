@@ -67,7 +67,7 @@ def test_siglip_first_steps_match_the_committed_log(name, tmp_path):
     tok = AutoTokenizer.from_pretrained(ROOT / "tokenizer")
     order = [np.arange(k * bs, (k + 1) * bs) for k in range(STEPS)]
     rec = standins.train_siglip(tmp_path / name, tok, frames, caps, frames[:bs], caps[:bs],
-                                {**p["vision"], "stop_after": STEPS}, p["seed"], order=order)
+                                {**make_standins.vision_params(p, name), "stop_after": STEPS}, p["seed"], order=order)
     assert rec["losses"] == committed(name)["losses"][:STEPS]
     caption = {"siglip": "view", "conceptclip": "stenosis"}[name]
     assert any(caption in c for c in caps)   # each stand-in's own caption kind

@@ -34,7 +34,7 @@ import pandas as pd
 
 from cag_utils.run import model_cards
 from cag_utils.run.cachecheck import SUMS_NAME
-from cag_utils.vlm import build, cards, embedder_standin, probe, sealed, standins, tokenizer
+from cag_utils.vlm import build, cards, concepts, embedder_standin, probe, sealed, standins, tokenizer
 
 STANDIN_STREAM = 0x564C4D   # "VLM": the auxiliary cohort's seed stream (the CNN pretraining uses its own)
 PARTS = ("tokenizer", "lm", "siglip", "conceptclip")
@@ -58,7 +58,14 @@ def params(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "vocab_size": cfg["vlm_standin_vocab_size"], "seed": cfg["seed"],
             "templates": {lang: cfg[f"vlm_prompt_{lang}"] for lang in ("ja", "en")}}
     aux = {"n_exams": cfg["vlm_standin_aux_exams"], "stream": STANDIN_STREAM}
-    return {"text": text, "lm": lm, "vision": vision, "aux": aux, "seed": int(cfg["seed"])}
+    concept = {"weight": cfg["vlm_standin_concept_weight"], "concepts": list(concepts.CONCEPTS)}
+    return {"text": text, "lm": lm, "vision": vision, "concepts": concept, "aux": aux, "seed": int(cfg["seed"])}
+
+
+def vision_params(p: dict[str, Any], name: str) -> dict[str, Any]:
+    """The training settings of one SigLIP stand-in: ``conceptclip`` adds the region-concept term
+    (``vlm.concepts``, weight ``vlm_standin_concept_weight``), ``siglip`` has only the caption loss."""
+    return {**p["vision"], "concept_weight": float(p["concepts"]["weight"]) if name == "conceptclip" else 0.0}
 
 
 def texts(p: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -136,7 +143,8 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
         caps = [caption(r) for _, r in table.iterrows()]
         folder = _fresh(out / name)
         rec = standins.train_siglip(folder, tok, frames[train], [c for c, k in zip(caps, train) if k], frames[~train],
-                                    [c for c, k in zip(caps, train) if not k], cap(p["vision"]), seed, progress)
+                                    [c for c, k in zip(caps, train) if not k], cap(vision_params(p, name)), seed,
+                                    progress)
         rec["example_captions"] = sorted(set(caps))[:3]
         _write_record(folder, rec)
         write_first_batches(folder, frames[train], [c for c, k in zip(caps, train) if k], p["vision"], seed)
@@ -215,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="folder (default models/standins/<profile>)")
     ap.add_argument("--only", choices=["embedder"], default=None,
                     help="retrain only notebook 06's VLScore embedder (reads the tokenizer already in the folder)")
+    ap.add_argument("--no-embedder", action="store_true",
+                    help="train notebook 05's parts only (tokenizer, LM, SigLIP, ConceptCLIP), not the embedder")
     ap.add_argument("--seal", action="store_true",
                     help="train nothing: record SHA256SUMS of the finished part folders (with --only: that part)")
     args = ap.parse_args(argv)
@@ -230,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
         prov = make(cfg, out)
         print(json.dumps({"wall_seconds": prov["wall_seconds"], "probes_aux_heldout": prov["probes_aux_heldout"]},
                          indent=1))
+    if args.no_embedder:
+        print(f"total {time.perf_counter() - t0:.0f} s")
+        return
     ft, ev = embedder_standin.configs(args.profile)
     rec = embedder_standin.make(ft, ev, out)
     print(json.dumps({"embedder": {k: rec[k] for k in ("steps", "stopped", "heldout_checks", "wall_seconds")}}, indent=1))

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 
 from cag_utils.corpus.corpus import lesions_in_view
+from cag_utils.vlm import concepts
 
 DONE = "standin.json"   # written last: a folder without it is an unfinished run
 
@@ -305,26 +306,38 @@ def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str
     batches = iter(order) if order is not None else siglip_batches(len(ids), p["batch_size"], seed)
     bs = p["batch_size"]
 
-    def loss_of(px: torch.Tensor, tid: torch.Tensor, grp: torch.Tensor) -> torch.Tensor:
+    weight = float(p.get("concept_weight", 0.0))   # > 0: the ConceptCLIP stand-in's region-concept term
+    head = concepts.ConceptHead()
+    c_ids = caption_ids(tokenizer, list(concepts.CONCEPTS), p["caption_length"])
+    c_lab, c_mask = concepts.concept_targets(captions)
+    v_lab, v_mask = concepts.concept_targets(val_captions)
+
+    def loss_of(px: torch.Tensor, tid: torch.Tensor, grp: torch.Tensor, lab=None, mask=None) -> torch.Tensor:
         out = model(input_ids=tid, pixel_values=px.expand(-1, 3, -1, -1))
-        return sigmoid_loss(out.logits_per_text, grp)
+        loss = sigmoid_loss(out.logits_per_text, grp)
+        if weight > 0:
+            c_emb = model.text_model(input_ids=c_ids).pooler_output
+            logits = head(out.vision_model_output.last_hidden_state, c_emb)
+            loss = loss + weight * concepts.concept_loss(logits, lab, mask)
+        return loss
 
     def train_loss(step: int) -> torch.Tensor:
         idx = torch.from_numpy(np.asarray(next(batches)))
-        return loss_of(pixels[idx], ids[idx], groups[idx])
+        return loss_of(pixels[idx], ids[idx], groups[idx], c_lab[idx], c_mask[idx])
 
     val_order = torch.from_numpy(np.random.default_rng(seed + 1).permutation(len(val_ids)))   # mixed like training
 
     def val_loss() -> float:   # the same batches of held-out patients at every evaluation
         n = len(val_ids) // bs * bs
-        return float(np.mean([float(loss_of(val_pixels[j], val_ids[j], val_groups[j]))
+        return float(np.mean([float(loss_of(val_pixels[j], val_ids[j], val_groups[j], v_lab[j], v_mask[j]))
                               for j in (val_order[i:i + bs] for i in range(0, n, bs))]))
 
-    record = train_loop(model, train_loss, val_loss, p, seed, folder.name if progress else None)
+    trained = torch.nn.ModuleList([model, head]) if weight > 0 else model
+    record = train_loop(trained, train_loss, val_loss, p, seed, folder.name if progress else None)
     model.save_pretrained(folder)
     SiglipProcessor(image_processor=image_processor(p), tokenizer=tokenizer).save_pretrained(folder)
     return {"kind": "siglip", "n_pairs": len(captions), "n_distinct_captions": len(set(captions)),
-            "n_val_pairs": len(val_captions), **record, "parameters": sum(q.numel() for q in model.parameters())}
+            "n_val_pairs": len(val_captions), "concept_weight": weight, **record, "parameters": sum(q.numel() for q in model.parameters())}
 
 
 def load_embedder(folder: str | Path):
