@@ -77,6 +77,11 @@ def standin_spec(folder: Path, provenance: dict[str, Any] | None, profile: str) 
                      f"layers at {v.get('image_size')} px with {v.get('patch_size')}-px patches), pretrained on angiogram "
                      f"frames and captions such as \"{(rec.get('example_captions') or [''])[-1]}\". The stand-in for "
                      f"{label}: notebook 05 uses its vision tower, frozen.")
+        if rec.get("concept_weight"):
+            spec.what += (" Beside the caption loss, a region-concept term (weight "
+                          f"{rec['concept_weight']}, `cag_utils.vlm.concepts`, the analogue of ConceptCLIP's RC-Align) "
+                          "aligns each frame's best-matching patch with every concept its caption names: artery, view, "
+                          "contrast, severe stenosis and severe stenosis per AHA segment.")
         spec.data = (f"{rec.get('n_pairs')} training and {rec.get('n_val_pairs')} held-out frame-caption pairs "
                      f"({rec.get('n_distinct_captions')} distinct captions) of {cohort}. {trained}")
         spec.task, spec.tags = "image-classification", spec.tags + ["siglip"]
