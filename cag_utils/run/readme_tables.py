@@ -10,9 +10,11 @@ A generated block sits between two marker comments; everything between them is r
 
 Blocks (BLOCKS): `headline-stage1` (notebook 02), `seed-spread-stage1` (notebook 02 beside
 `results/variance_02_cnn.json`, with the tolerance of `cag_utils.run.tolerance`), `headline-stage2` (03, 04), `headline-stage3` (05) and
-`headline-evaluation` (06), `paper-estimate` (`benchmarks/paper_estimate.py`). Besides, `table NN_name TABLE [COLUMN=VALUE]` renders a notebook's own table
-(`results.tables.TABLE` of `results/NN_name.json`) as it stands, optionally only the rows whose COLUMN is
-VALUE (quote a value with spaces: `Variant="w/ LoRA"`). Numbers use `cag_utils.run.report`'s formatting (three decimals, thousands
+`headline-evaluation` (06), `paper-estimate` (`benchmarks/paper_estimate.py`), `stage3-findings` (the findings
+paragraph of docs/stage3.md from notebooks 05, 06 and `benchmarks/lesion_resolution.py`; `cag_utils.run.stage3_text`).
+Besides, `table NN_name TABLE [COLUMN=VALUE]` renders a notebook's own table (`results.tables.TABLE` of
+`results/NN_name.json`) as it stands, optionally only the rows whose COLUMN is VALUE (quote a value with
+spaces: `Variant="w/ LoRA"`). Numbers use `cag_utils.run.report`'s formatting (three decimals, thousands
 separators), without its LaTeX; intervals read `0.972 [0.953, 0.984]` (95 % patient-bootstrap intervals).
 BLEU and chrF keep one decimal, as notebook 06 shows them. A results file that is missing, or that lacks
 a key a block needs, gives a block that says so (`make reproduce` does not stop for it);
@@ -241,9 +243,16 @@ def paper_estimate(res: Results) -> list[str]:
             "", *table(header, body)]
 
 
+def stage3_findings(res: Results) -> list[str]:
+    """docs/stage3.md's findings paragraph (cag_utils.run.stage3_text, imported here: it imports this module)."""
+    from cag_utils.run.stage3_text import findings
+
+    return findings(res)
+
+
 BLOCKS: dict[str, Callable[[Results], list[str]]] = {
     "headline-stage1": stage1, "seed-spread-stage1": seed_spread, "headline-stage2": stage2, "headline-stage3": stage3,
-    "headline-evaluation": evaluation, "paper-estimate": paper_estimate,
+    "headline-evaluation": evaluation, "paper-estimate": paper_estimate, "stage3-findings": stage3_findings,
 }
 
 

@@ -1,0 +1,136 @@
+"""The generated findings paragraph of docs/stage3.md (cag_utils.run.stage3_text): its numbers come from
+results/*.json and its verdicts flip with them."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cag_utils.run import readme_tables, stage3_text
+from cag_utils.run.report import RESULTS_ROOT
+
+SOURCES = ["05_finetune", "06_evaluation", "lesion_resolution"]
+NAME = "stage3-findings"
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """A results folder holding copies of the three committed files the paragraph reads."""
+    for name in SOURCES:
+        shutil.copy(RESULTS_ROOT / f"{name}.json", tmp_path / f"{name}.json")
+    return tmp_path
+
+
+def edit(folder: Path, name: str, change) -> None:
+    path = folder / f"{name}.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    change(record["results"])
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
+def ci(estimate: float, low: float, high: float) -> dict:
+    return {"estimate": estimate, "ci_low": low, "ci_high": high, "n_patients": 22}
+
+
+def text(folder: Path) -> str:
+    body = readme_tables.render(NAME, folder)
+    assert readme_tables.NOT_BUILT not in body
+    return body
+
+
+def set_goal(folder: Path, low: float) -> None:
+    def change(res):
+        res["image_effects"]["conceptclip_gemma3.real_minus_text_only"] = ci(0.02, low, 0.06)
+    edit(folder, "06_evaluation", change)
+
+
+def set_artery(folder: Path, **accuracy: float) -> None:
+    def change(res):
+        for fam, value in accuracy.items():
+            res["control"]["scores"][fam]["artery_accuracy_real"] = ci(value, value - 0.05, min(value + 0.05, 1.0))
+    edit(folder, "05_finetune", change)
+
+
+def test_the_block_is_registered_and_docs_stage3_holds_it_once():
+    assert readme_tables.BLOCKS[NAME] is readme_tables.stage3_findings
+    docs = (readme_tables.DOCS / "stage3.md").read_text(encoding="utf-8")
+    assert len(readme_tables.blocks(docs).get(NAME, [])) == 1
+    assert docs.count("**What the smoke run shows.**") == 1   # only inside the generated block
+
+
+def test_the_goal_sentence_flips_with_the_lower_end(results: Path):
+    set_goal(results, -0.003)
+    body = text(results)
+    assert "beats the text-only control by 0.020 [-0.003, 0.060]" in body
+    assert "a lower end above 0, is not reached (a null result" in body
+    assert "**The summaries do not use the frame:**" in body and "Where it fails, measured:" in body
+    assert "with one part measured and not reached" in body
+    set_goal(results, 0.001)
+    body = text(results)
+    assert "beats the text-only control by 0.020 [0.001, 0.060]: the goal, a lower end above 0, is reached." in body
+    assert "not reached" not in body and "Where it fails" not in body
+    assert "**The frame adds findings:**" in body and "its goal below, that the frame add findings, is reached" in body
+
+
+def test_the_control_target_names_the_models_that_meet_it(results: Path):
+    set_artery(results, paligemma=0.95, gemma3=0.85, conceptclip_gemma3=0.80)
+    assert "the target of 0.90 is met by PaliGemma2 only, not by Gemma3 or ConceptCLIP-Gemma3" in text(results)
+    set_artery(results, paligemma=0.95, gemma3=stage3_text.TARGET_ARTERY, conceptclip_gemma3=0.80)
+    assert "is met by PaliGemma2 and Gemma3, not by ConceptCLIP-Gemma3" in text(results)
+    set_artery(results, paligemma=0.95, gemma3=0.91, conceptclip_gemma3=0.93)
+    assert "is met by every model" in text(results)
+    set_artery(results, paligemma=0.5, gemma3=0.6, conceptclip_gemma3=0.7)
+    body = text(results)
+    assert "is met by no model" in body
+    assert "accuracy of 0.500 (PaliGemma2), 0.600 (Gemma3) and 0.700 (ConceptCLIP-Gemma3) on the real frame" in body
+
+
+def test_blanked_frames_and_image_reliance_are_checked_against_chance_and_zero(results: Path):
+    body = text(results)
+    assert "against at most chance (0.650) on the blanked frame" in body and "every lower end above 0" in body
+
+    def change(res):
+        res["control"]["scores"]["gemma3"]["artery_accuracy_blank"] = ci(0.8, 0.7, 0.9)
+        res["control"]["scores"]["paligemma"]["image_reliance"] = ci(0.1, -0.01, 0.2)
+    edit(results, "05_finetune", change)
+    body = text(results)
+    assert "on the blanked frame 0.800 (Gemma3, above chance)" in body
+    assert "The image pathway works only in part" in body and "lower end not above 0 for PaliGemma2" in body
+    assert "showing that the measures can see image use" not in body
+
+
+def test_numbers_are_read_from_the_results(results: Path):
+    def quality(res):
+        res["quality_summary"]["paligemma.with_lora"]["repeated_any"] = ci(0.1234, 0.1, 0.2)
+        res["quality_summary"]["gemma3.with_lora"]["in_language"] = ci(0.987, 0.9, 1.0)
+    edit(results, "06_evaluation", quality)
+
+    def probes(res):
+        res["probes"]["conceptclip"]["severe_lesion_auroc"] = ci(0.4, 0.3, 0.5)
+        res["headline"]["gemma3.test_loss"] = ci(0.5, 0.45, 0.55)
+    edit(results, "05_finetune", probes)
+    body = text(results)
+    assert "at least 98.7% of outputs" in body and "in at most 12.3%" in body
+    assert "ConceptCLIP's probe does not separate frames with a lesion of 90 % or more better than SigLIP's" in body
+    assert "AUROC 0.400 [0.300, 0.500] against" in body and "103 corpus test frames, 12 of them positive" in body
+    assert "falls for PaliGemma2 (0.905 to 0.618) and Gemma3 (0.615 to 0.500)" in body
+
+
+def test_the_resolution_sentence_flips_when_128_px_loses_lesions(results: Path):
+    assert "128 px does not hide them" in text(results)
+
+    def change(res):
+        res["headline"]["severe"]["visible_128"] = ci(0.5, 0.4, 0.6)
+    edit(results, "lesion_resolution", change)
+    body = text(results)
+    assert "128 px hides some of them" in body and "0.500 [0.400, 0.600] are visible (d' of 5 or more)" in body
+    assert "resolution is part of the encoders' and the CNN's failure" in body and "would help" in body
+
+
+@pytest.mark.parametrize("missing", SOURCES)
+def test_a_missing_results_file_gives_a_not_built_block(results: Path, missing: str):
+    (results / f"{missing}.json").unlink()
+    body = readme_tables.render(NAME, results)
+    assert f"not built: results/{missing}.json is not there" in body
