@@ -149,7 +149,9 @@ def routes_resolution_loss(res: Results) -> list[str]:
     cfg = recorded_config(res, "05_finetune")
     out = [f"Routes tried: an auxiliary cohort of {number(cfg['vlm_standin_aux_exams'])} exams for the encoders, "
            f"{number(cfg['vlm_standin_patch_size'])}-px patches, a loss that does not treat equal captions as "
-           f"negatives."]
+           f"negatives" + (f", and for the ConceptCLIP stand-in a region-concept term (weight "
+                           f"{cfg['vlm_standin_concept_weight']}) that aligns patches with the caption's artery, view "
+                           f"and severe-stenosis concepts" if cfg.get("vlm_standin_concept_weight") else "") + "."]
     lcfg = recorded_config(res, "lesion_resolution")
     big, small = max(lcfg["sizes"]), min(lcfg["sizes"])
     sev = res.get("lesion_resolution", "headline", "severe")
