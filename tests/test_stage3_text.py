@@ -60,12 +60,22 @@ def test_the_block_is_registered_and_docs_stage3_holds_it_once():
     assert docs.count("**What the smoke run shows.**") == 1   # only inside the generated block
 
 
+def set_summary_reliance(folder: Path, **low: float) -> None:
+    def change(res):
+        for fam, value in low.items():
+            res["headline"][f"{fam}.image_reliance"] = ci(value + 0.01, value, value + 0.02)
+    edit(folder, "05_finetune", change)
+
+
 def test_the_goal_sentence_flips_with_the_lower_end(results: Path):
     set_goal(results, -0.003)
+    set_summary_reliance(results, paligemma=-0.01, gemma3=-0.01, conceptclip_gemma3=-0.01)
     body = text(results)
     assert "beats the text-only control by 0.020 [-0.003, 0.060]" in body
     assert "a lower end above 0, is not reached (a null result" in body
     assert "**The summaries do not use the frame:**" in body and "Where it fails, measured:" in body
+    set_summary_reliance(results, conceptclip_gemma3=0.01)
+    assert "**The summaries lean on the frame (ConceptCLIP-Gemma3) but add no findings from it:**" in text(results)
     assert "with one part measured and not reached" in body
     set_goal(results, 0.001)
     body = text(results)
