@@ -127,14 +127,15 @@ def summaries_and_probes(res: Results) -> tuple[list[str], bool]:
     counts = re.fullmatch(r"\s*([\d,]+)\s*\(([\d,]+)\)\s*", str(rows[0].get(column(rows, r"^Test frames") or "", "")))
     where = (f"the {counts.group(1)} corpus test frames, {counts.group(2)} of them positive" if counts else
              f"the {number(probes['conceptclip']['n_test'])} corpus test frames")
-    card = f"../{recorded_config(res, '05_finetune')['vlm_standins_dir']}/conceptclip/README.md"
+    # a path, not a link: the book stages only docs pages, and a card is no page of it
+    card = f"{recorded_config(res, '05_finetune')['vlm_standins_dir']}/conceptclip/README.md"
     higher = cc["estimate"] > sg["estimate"]
     weak = max(cc["ci_low"], sg["ci_low"]) <= CHANCE_AUROC
     text = ("Where it fails, measured: " + ("the encoders know little about lesions. " if weak else "")
             if not reached else "")
     text += (f"ConceptCLIP's probe {'separates' if higher else 'does not separate'} frames with {lesion} "
              f"better than SigLIP's (AUROC {interval(cc)} against {interval(sg)} on {where}; on held-out "
-             f"auxiliary frames: [the ConceptCLIP stand-in's card]({card})), "
+             f"auxiliary frames: the ConceptCLIP stand-in's card, `{card}`), "
              + ("as the paper's reason to use ConceptCLIP predicts" if higher else
                 "against the paper's reason to use ConceptCLIP")
              + (f", but its interval reaches chance ({number(CHANCE_AUROC, 1)})"
