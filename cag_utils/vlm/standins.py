@@ -308,9 +308,12 @@ def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str
 
     weight = float(p.get("concept_weight", 0.0))   # > 0: the ConceptCLIP stand-in's region-concept term
     head = concepts.ConceptHead()
-    c_ids = caption_ids(tokenizer, list(concepts.CONCEPTS), p["caption_length"])
-    c_lab, c_mask = concepts.concept_targets(captions)
-    v_lab, v_mask = concepts.concept_targets(val_captions)
+    if weight > 0:   # concepts read from the captions; the other stand-ins' captions are not concept captions
+        c_ids = caption_ids(tokenizer, list(concepts.CONCEPTS), p["caption_length"])
+        c_lab, c_mask = concepts.concept_targets(captions)
+        v_lab, v_mask = concepts.concept_targets(val_captions)
+    else:
+        c_lab = c_mask = v_lab = v_mask = torch.zeros(max(len(captions), len(val_captions)), 0)
 
     def loss_of(px: torch.Tensor, tid: torch.Tensor, grp: torch.Tensor, lab=None, mask=None) -> torch.Tensor:
         out = model(input_ids=tid, pixel_values=px.expand(-1, 3, -1, -1))
