@@ -79,6 +79,7 @@ class Results:
         self.dir = Path(results_dir)
         records, _ = load_records(self.dir)
         self.by_notebook = {str(rec.get("notebook") or path.stem): rec["results"] for path, rec in records}
+        self.configs = {str(rec.get("notebook") or path.stem): rec.get("config") for path, rec in records}
 
     def get(self, notebook: str, *keys: str) -> Any:
         if notebook not in self.by_notebook:

@@ -25,9 +25,9 @@ EPS = 1e-9   # shares computed two ways (blanked accuracy, chance) may differ in
 
 
 def recorded_config(res: Results, notebook: str) -> dict[str, Any]:
-    """The `config` a results file recorded (Results keeps only `results`)."""
+    """The `config` a results file recorded."""
     res.get(notebook)   # raises Missing when the file is not there
-    config = json.loads((res.dir / f"{notebook}.json").read_text(encoding="utf-8")).get("config")
+    config = res.configs.get(notebook)
     if not isinstance(config, dict):
         raise Missing(f"results/{notebook}.json has no config")
     return config

@@ -307,7 +307,7 @@ def train_siglip(folder: Path, tokenizer, frames: np.ndarray, captions: list[str
     bs = p["batch_size"]
 
     weight = float(p.get("concept_weight", 0.0))   # > 0: the ConceptCLIP stand-in's region-concept term
-    head = concepts.ConceptHead()
+    head = concepts.ConceptHead() if weight > 0 else None
     if weight > 0:   # concepts read from the captions; the other stand-ins' captions are not concept captions
         c_ids = caption_ids(tokenizer, list(concepts.CONCEPTS), p["caption_length"])
         c_lab, c_mask = concepts.concept_targets(captions)
