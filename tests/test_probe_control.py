@@ -65,6 +65,21 @@ def test_control_examples_use_the_run_angles(tmp_path):
     assert ex["test"][0].prompt == "Artery and view:" and ex["test"][0].language == "en"
 
 
+def test_annotation_examples_keep_contrast_frames_and_write_them(tmp_path):
+    from PIL import Image
+
+    frames = np.stack([np.full((8, 8), v, np.uint8) for v in (10, 20, 30)])
+    table = pd.DataFrame({"frame_uid": ["f0", "f1", "f2"], "patient_id": ["P1", "P1", "P2"],
+                          "laterality": ["LCA", "RCA", "RCA"], "key_frame_category": ["better", "others", "bad"],
+                          "primary_angle": [40.0, 0.0, -30.0], "secondary_angle": [-20.0, 0.0, 25.0]})
+    ex = control.annotation_examples(frames, table, tmp_path / "frames", "Artery and view:")
+    assert [e.record_id for e in ex] == ["f0", "f2"]   # the frame without contrast cannot show a view
+    assert [e.reference for e in ex] == ["left coronary artery, LAO caudal", "right coronary artery, RAO cranial"]
+    assert {e.split for e in ex} == {"train"} and [e.patient_id for e in ex] == ["P1", "P2"]
+    with Image.open(ex[1].image_path) as im:   # the frame's own pixels, by path as the trainer reads them
+        assert np.array_equal(np.asarray(im), frames[2])
+
+
 def _items(truth: list[str], preds: dict[tuple[str, str], list[str]]) -> pd.DataFrame:
     rows = []
     for (family, variant), pred in preds.items():

@@ -104,3 +104,32 @@ def test_the_pretrained_lm_answers_a_report_in_its_language_before_any_lora():
                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
             text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
             assert script_language(text) == lang and has_plan(text), (lang, text)
+
+
+def test_make_replaces_the_parts_only_when_all_are_trained(tmp_path, monkeypatch):
+    """make() trains into a staging folder: a run that fails leaves the committed parts as they were."""
+    out = tmp_path / "smoke"
+    for name in make_standins.PARTS:
+        (out / name).mkdir(parents=True)
+        (out / name / "old.txt").write_text("committed")
+
+    def train(cfg, staging, progress, stop_after, fail=False):
+        for name in make_standins.PARTS:
+            (staging / name).mkdir(parents=True)
+            (staging / name / "new.txt").write_text("trained")
+            assert (out / name / "old.txt").is_file()   # untouched while training
+            if fail and name == make_standins.PARTS[1]:
+                raise RuntimeError("interrupted")
+        return {"records": {}}
+
+    monkeypatch.setattr(make_standins.model_cards, "write", lambda folder, spec: None)
+    monkeypatch.setattr(make_standins.cards, "standin_spec", lambda *a: None)
+    monkeypatch.setattr(make_standins, "_train_parts", lambda *a: train(*a, fail=True))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        make_standins.make(CFG, out, progress=False)
+    assert all((out / n / "old.txt").is_file() and not (out / n / "new.txt").exists() for n in make_standins.PARTS)
+    monkeypatch.setattr(make_standins, "_train_parts", train)
+    assert make_standins.make(CFG, out, progress=False) == {"records": {}}
+    assert all((out / n / "new.txt").is_file() and not (out / n / "old.txt").exists() for n in make_standins.PARTS)
+    assert json.loads((out / "provenance.json").read_text()) == {"records": {}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]   # no staging folder left

@@ -233,6 +233,9 @@ def test_train_loop_stops_at_the_plateau():
     vals = iter([1.0, 0.5, 0.499, 0.498, 0.497, 0.2])
     rec = standins.train_loop(model, lambda step: w * 1.0, lambda: next(vals), {**p, "stop_after": 25}, 0)
     assert rec["steps"] == 25 and rec["stopped"] == "max_steps"
+    vals = iter([1.0, 0.5, 0.499, 0.498, 0.497, 0.2])   # the plateau check fires at the cap: the cap stopped it
+    rec = standins.train_loop(model, lambda step: w * 1.0, lambda: next(vals), {**p, "max_steps": 50}, 0)
+    assert rec["steps"] == 50 and rec["stopped"] == "max_steps"
 
 
 def test_sigmoid_loss_counts_equal_captions_as_positives():

@@ -6,6 +6,12 @@ holds no report, so nothing but the image can tell the answer. On the corpus tes
 reads the image names the artery well above chance, falls to chance on the blanked frame, and its
 image reliance (blanked minus real held-out loss) is clearly above 0. That shows the projector path
 and the reliance measure can see image use, so that a null result on the summaries means something.
+
+Training frames (``vlm_control_train_frames``): ``corpus``, the corpus training key frames (about 250 in the
+smoke run), or ``annotation``, the annotation cohort's frames with contrast (about 3,150, no corpus
+patient), the frames the encoders' linear probes are trained on. Validation and test are the corpus
+key frames either way. With 250 frames the control tested how well 250 examples teach six views
+through a frozen encoder, not whether the pathway carries what the encoder sees.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cag_utils.intervals import format_interval
@@ -52,6 +59,26 @@ def control_examples(records: pd.DataFrame, corpus_dir: Path, runs: pd.DataFrame
     return out
 
 
+def annotation_examples(frames: np.ndarray, table: pd.DataFrame, folder: Path, prompt: str) -> list[Example]:
+    """Training examples from annotation-cohort frames with contrast (labelled ``better`` or ``bad``).
+
+    ``frames``/``table``: ``stage.caption_frames`` (corpus patients already dropped; columns ``frame_uid``,
+    ``patient_id``, ``laterality``, ``key_frame_category``, ``primary_angle``, ``secondary_angle``). Each
+    frame is written once as ``folder/<frame_uid>.png`` (the trainer reads images by path, as for the corpus)."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keep = table["key_frame_category"].isin(["better", "bad"]).to_numpy()
+    out = []
+    for frame, (_, row) in zip(frames[keep], table[keep].iterrows()):
+        path = folder / f"{row['frame_uid']}.png"
+        Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(path)
+        out.append(Example(row["frame_uid"], row["patient_id"], "train", "en", prompt,
+                           target(row["laterality"], row["primary_angle"], row["secondary_angle"]), str(path)))
+    return out
+
+
 def control_scores(res: dict[str, Any], head: dict[str, Any], *, seed: int) -> dict[str, Any]:
     """Artery and view accuracy on real and blanked frames (patient intervals), chance level, image reliance."""
     from cag_utils.evaluation.metrics.findings import label_accuracy
@@ -85,4 +112,4 @@ def control_table(scores: dict[str, dict[str, Any]], labels: dict[str, str]) -> 
     return pd.DataFrame(rows)
 
 
-__all__ = ["control_examples", "control_scores", "control_table", "read_target", "target"]
+__all__ = ["annotation_examples", "control_examples", "control_scores", "control_table", "read_target", "target"]

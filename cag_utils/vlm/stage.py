@@ -155,6 +155,13 @@ def run_controls(cfg: dict[str, Any], sources: dict[str, Path | None], records: 
 
     runs = pd.read_parquet(dataset_dir(cfg, "independent") / "runs.parquet")
     examples = control.control_examples(records, corpus_dir, runs, cfg["vlm_control_prompt"])
+    source = cfg["vlm_control_train_frames"]
+    if source == "annotation":   # the probes' training frames: no corpus patient, about 12x the corpus's
+        frames, table = caption_frames(cfg, set(records["patient_id"]))
+        examples["train"] = control.annotation_examples(frames, table, adapter_root.parent / "control_frames",
+                                                        cfg["vlm_control_prompt"])
+    elif source != "corpus":
+        raise ValueError(f"vlm_control_train_frames must be 'corpus' or 'annotation', got {source!r}")
     ccfg = control_config(cfg)
     return {name: finetune_family(ccfg, name, sources[name], examples, adapter_root, tag="control")
             for name in cfg["vlm_families"] if not build.family(name).text_only}

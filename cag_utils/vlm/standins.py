@@ -120,7 +120,7 @@ def train_loop(model: torch.nn.Module, train_loss: Callable[[int], torch.Tensor]
             else:
                 since += 1
             if since >= p["patience"]:
-                stopped = "plateau"
+                stopped = "plateau" if step < p["max_steps"] else "max_steps"   # at the cap the cap stopped it
                 break
     bar.close()
     return {"losses": losses, "val": val, "steps": len(losses), "stopped": stopped}
