@@ -14,7 +14,10 @@ patients). Each part gets a model card (``README.md``, ``vlm.cards``) from its r
 
 Data, none of it from the cohorts the notebooks use:
 - text: ``tokenizer.draw_reports`` (the report generator with its own seed stream), training and
-  held-out reports disjoint by index;
+  held-out reports disjoint by index, and with each report its exam's run log (``view_log``: the
+  artery and C-arm view of each run, drawn as the cohort generator draws them), so the LM knows the
+  words of angiographic views as a real pretrained LM does (without it "right", "LAO" and "cranial"
+  were spelled letter by letter and the positive control could not learn the view);
 - frames: an auxiliary synthetic cohort (``cnn.pretrain.aux_cohort_settings`` with the stream
   ``STANDIN_STREAM``), split by patient into training and held-out frames. Notebook 05 checks that
   none of its patients is in the annotation cohort or the corpus.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -56,7 +60,7 @@ def params(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
               "lr": cfg["vlm_standin_siglip_lr"], **loop, "weight_decay": 0.05}
     text = {"n_reports": cfg["vlm_standin_text_reports"], "n_val_reports": cfg["vlm_standin_val_reports"],
             "vocab_size": cfg["vlm_standin_vocab_size"], "seed": cfg["seed"],
-            "templates": {lang: cfg[f"vlm_prompt_{lang}"] for lang in ("ja", "en")}}
+            "templates": {lang: cfg[f"vlm_prompt_{lang}"] for lang in ("ja", "en")}, "view_logs": True}
     aux = {"n_exams": cfg["vlm_standin_aux_exams"], "stream": STANDIN_STREAM}
     concept = {"weight": cfg["vlm_standin_concept_weight"], "concepts": list(concepts.CONCEPTS)}
     return {"text": text, "lm": lm, "vision": vision, "concepts": concept, "aux": aux, "seed": int(cfg["seed"])}
@@ -68,12 +72,28 @@ def vision_params(p: dict[str, Any], name: str) -> dict[str, Any]:
     return {**p["vision"], "concept_weight": float(p["concepts"]["weight"]) if name == "conceptclip" else 0.0}
 
 
+VIEW_STREAM = 0x5649   # "VI": the run logs' own draws beside each text report
+
+
+def view_log(rng: np.random.Generator) -> str:
+    """One exam's runs as a cath-lab log lists them: ``Runs: left coronary artery, LAO cranial; ...``
+    (``synth.cohort.exam_views``, the generator's own view draw; the view named as ``standins.view_name``)."""
+    from cag_utils.synth.cohort import exam_views
+
+    runs = [f"{standins.ARTERY[lat]} artery, {standins.view_name(*angles)}" for lat, angles in exam_views(rng)]
+    return "Runs: " + "; ".join(runs) + "."
+
+
 def texts(p: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(training, held-out) texts of the LM and tokenizer: reports, summaries and prompt-shaped pairs."""
+    """(training, held-out) texts of the LM and tokenizer: reports, summaries, prompt-shaped pairs and
+    (``view_logs``) each exam's run log."""
     t = p["text"]
-    reports = tokenizer.draw_reports(t["n_reports"] + t["n_val_reports"], t["seed"])
-    shaped = lambda rs: tokenizer.corpus_texts(rs, t["templates"])   # noqa: E731
-    return shaped(reports[:t["n_reports"]]), shaped(reports[t["n_reports"]:])
+    n = t["n_reports"] + t["n_val_reports"]
+    reports = tokenizer.draw_reports(n, t["seed"])
+    logs = [view_log(np.random.default_rng([t["seed"], VIEW_STREAM, i])) for i in range(n)] if t.get("view_logs") else []
+    shaped = lambda rs, ls: tokenizer.corpus_texts(rs, t["templates"]) + ls   # noqa: E731
+    return (shaped(reports[:t["n_reports"]], logs[:t["n_reports"]]),
+            shaped(reports[t["n_reports"]:], logs[t["n_reports"]:]))
 
 
 def aux_frames(cfg: dict[str, Any], p: dict[str, Any], progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
@@ -105,12 +125,33 @@ def probe_scores(folders: dict[str, Path], frames: np.ndarray, table: pd.DataFra
 
 def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
     """Train every part into ``out`` (replacing what is there). ``stop_after``: only that many steps per
-    part (the loss logs then equal the first entries of a full run's; for tests)."""
+    part (the loss logs then equal the first entries of a full run's; for tests).
+
+    The parts train in a staging folder beside ``out`` and replace ``out``'s parts only once all of them
+    and the probes are done, so an interrupted run (or a ``git add`` during one) never sees half a set."""
+    final = Path(out)
+    out = final.with_name(final.name + ".staging")
+    shutil.rmtree(out, ignore_errors=True)
+    prov = _train_parts(cfg, out, progress, stop_after)
+    final.mkdir(parents=True, exist_ok=True)
+    for name in PARTS:
+        shutil.rmtree(final / name, ignore_errors=True)
+        os.replace(out / name, final / name)
+    (final / "provenance.json").write_text(json.dumps(prov, indent=1, ensure_ascii=False))
+    shutil.rmtree(out)
+    for name in PARTS:   # the card needs the probes above; written into the sealed part, which is sealed again
+        model_cards.write(final / name, cards.standin_spec(final / name, prov, cfg["profile"]))
+    return prov
+
+
+def _train_parts(cfg: dict[str, Any], out: Path, progress: bool, stop_after: int | None) -> dict[str, Any]:
+    """Tokenizer, LM and both vision stand-ins trained into ``out``; their provenance (not yet written)."""
     from transformers import AutoTokenizer
 
     from cag_utils.run.results import describe_device, git_sha, package_versions
 
     p, seed = params(cfg), int(cfg["seed"])
+    sha = git_sha()   # the code that trains: read before anything can change the tree
     out.mkdir(parents=True, exist_ok=True)
     walls: dict[str, float] = {}
     cap = (lambda q: {**q, "stop_after": stop_after}) if stop_after else (lambda q: q)   # noqa: E731
@@ -152,7 +193,7 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
         walls[name] = time.perf_counter() - t0
     folders = {name: out / name for name in PARTS}
     provenance = {
-        "settings": p, "git_sha": git_sha(), "versions": package_versions(), "device": describe_device(),
+        "settings": p, "git_sha": sha, "versions": package_versions(), "device": describe_device(),
         "wall_seconds": {k: round(v, 1) for k, v in walls.items()}, "stop_after": stop_after,
         "aux_cohort": {"n_exams": p["aux"]["n_exams"], "n_frames": int(len(table)), "n_train_frames": int(train.sum()),
                        "n_patients": int(table["patient_id"].nunique()),
@@ -160,9 +201,6 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
         "probes_aux_heldout": probe_scores(folders, frames, table, seed),
         "records": {name: _record_digest(out / name) for name in PARTS},
     }
-    (out / "provenance.json").write_text(json.dumps(provenance, indent=1, ensure_ascii=False))
-    for name in PARTS:   # the card needs the probes above; written into the sealed part, which is sealed again
-        model_cards.write(out / name, cards.standin_spec(out / name, provenance, cfg["profile"]))
     return provenance
 
 
