@@ -133,3 +133,19 @@ def test_make_replaces_the_parts_only_when_all_are_trained(tmp_path, monkeypatch
     assert all((out / n / "new.txt").is_file() and not (out / n / "old.txt").exists() for n in make_standins.PARTS)
     assert json.loads((out / "provenance.json").read_text()) == {"records": {}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]   # no staging folder left
+
+
+def test_positive_control_targets_are_words_the_lm_knows():
+    """The control's answers ('right coronary artery, RAO caudal') are whole words of the stand-in vocabulary,
+    as in a real Gemma vocabulary: spelled letter by letter (before the run logs), the view was not learnable."""
+    from cag_utils.vlm import control
+
+    tok = AutoTokenizer.from_pretrained(ROOT / "tokenizer")
+    angles = {standins.view_name(p, s): (p, s) for p in (-30, 30) for s in (-25, 0, 25)}   # the six views
+    assert len(angles) == 6
+    for lat in ("LCA", "RCA"):
+        for view, (primary, secondary) in angles.items():
+            target = control.target(lat, primary, secondary)
+            assert control.read_target(target) == (lat, view)
+            for word in target.replace(",", "").split():
+                assert len(tok.tokenize(word)) <= 2, f"{word!r} of {target!r} is split into {tok.tokenize(word)}"
