@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="of the training patients")
     ap.add_argument("--resolution-fraction", type=float, default=0.5, help="training patients of the resolution arm")
     ap.add_argument("--size", type=int, default=256, help="the resolution arm's frame size (px)")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--held-out-fraction", type=float, default=1.0, help="< 1: a quick check on fewer patients")
     args = ap.parse_args(argv)
