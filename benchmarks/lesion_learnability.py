@@ -14,7 +14,8 @@ scored on the contrast frames of its held-out patients. Two arms, side by side:
 
 Held-out AUROC and laterality accuracy carry 95 % patient-bootstrap intervals; the gains (100 % vs 25 %
 frames, 256 vs 128 px) are paired over the same held-out patients. Deterministic (seeded, deterministic
-torch kernels, one thread). The 256 px frames are cached in data/work/<profile>/. About 30 minutes on one core:
+torch kernels, one thread). The 256 px frames are cached in data/work/<profile>/. About 20 minutes on one core
+(5 of them rendering the 256 px frames, once):
 
     OMP_NUM_THREADS=1 python benchmarks/lesion_learnability.py    # results/lesion_learnability.json,
                                                                   # results/lesion_learnability_predictions.csv.gz,
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0], help="of the training patients")
     ap.add_argument("--resolution-fraction", type=float, default=0.5, help="training patients of the resolution arm")
     ap.add_argument("--size", type=int, default=256, help="the resolution arm's frame size (px)")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--held-out-fraction", type=float, default=1.0, help="< 1: a quick check on fewer patients")
     args = ap.parse_args(argv)
