@@ -64,7 +64,7 @@ ceiling: $(STAMP) ## CNN with 1x/3x/10x the training patients, and from the synt
 	$(PY) benchmarks/cnn_ceiling.py --profile $(PROFILE) --factors 1 -p cnn_pretrain=synthetic_angles \
 	    --out results/cnn_pretrain_effect.json --figure ''
 
-standins: $(STAMP) ## Pretrain the smoke stand-ins (tokenizer, LM, SigLIP, ConceptCLIP, VLScore embedder) -> models/standins/$(PROFILE)/ (committed; about 45 min on 2 cores: 18 for the parts of notebook 05, 26 for the embedder)
+standins: $(STAMP) ## Pretrain the smoke stand-ins (tokenizer, LM, SigLIP, ConceptCLIP, VLScore embedder) -> models/standins/$(PROFILE)/ (committed; about 45 min on 2 cores: 19-22 for the parts of notebook 05, 26 for the embedder)
 	$(PY) -m cag_utils.vlm.make_standins --profile $(PROFILE)
 
 # No venv needed: the GPU machine has torch, transformers, peft, timm, accelerate; writes $$OUT/gpu_check.json (else results/gpu/).

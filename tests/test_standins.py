@@ -135,9 +135,12 @@ def test_make_replaces_the_parts_only_when_all_are_trained(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]   # no staging folder left
 
 
+@pytest.mark.xfail(not CFG.get("vlm_standin_view_logs"), strict=True,
+                   reason="known defect: without run logs the stand-in tokenizer spells 'right', 'LAO', 'cranial' "
+                          "letter by letter (docs/stage3.md, positive control)")
 def test_positive_control_targets_are_words_the_lm_knows():
     """The control's answers ('right coronary artery, RAO caudal') are whole words of the stand-in vocabulary,
-    as in a real Gemma vocabulary: spelled letter by letter (before the run logs), the view was not learnable."""
+    as in a real Gemma vocabulary: spelled letter by letter, the view is not learnable."""
     from cag_utils.vlm import control
 
     tok = AutoTokenizer.from_pretrained(ROOT / "tokenizer")
@@ -149,3 +152,15 @@ def test_positive_control_targets_are_words_the_lm_knows():
             assert control.read_target(target) == (lat, view)
             for word in target.replace(",", "").split():
                 assert len(tok.tokenize(word)) <= 2, f"{word!r} of {target!r} is split into {tok.tokenize(word)}"
+
+
+def test_view_log_names_each_run_with_the_controls_words():
+    """`vlm_standin_view_logs`: one exam's runs in the words of the control's answers, drawn reproducibly."""
+    from cag_utils.vlm import control
+
+    log = make_standins.view_log(np.random.default_rng([0, make_standins.VIEW_STREAM, 7]))
+    assert log == make_standins.view_log(np.random.default_rng([0, make_standins.VIEW_STREAM, 7]))
+    assert log.startswith("Runs: ") and log.endswith(".")
+    runs = log[len("Runs: "):-1].split("; ")
+    assert 6 <= len(runs) <= 9   # 4-6 left and 2-3 right coronary runs, as the cohort generator draws them
+    assert {control.read_target(r)[0] for r in runs} == {"LCA", "RCA"} and all(all(control.read_target(r)) for r in runs)

@@ -7,11 +7,12 @@ reads the image names the artery well above chance, falls to chance on the blank
 image reliance (blanked minus real held-out loss) is clearly above 0. That shows the projector path
 and the reliance measure can see image use, so that a null result on the summaries means something.
 
-Training frames (``vlm_control_train_frames``): ``corpus``, the corpus training key frames (about 250 in the
+Training frames (``vlm_control_train_frames``): ``corpus``, the corpus training key frames (212 in the
 smoke run), or ``annotation``, the annotation cohort's frames with contrast (about 3,150, no corpus
 patient), the frames the encoders' linear probes are trained on. Validation and test are the corpus
-key frames either way. With 250 frames the control tested how well 250 examples teach six views
-through a frozen encoder, not whether the pathway carries what the encoder sees.
+key frames either way. With the stand-ins the annotation frames did worse (docs/stage3.md): their
+tokenizer spells the view words letter by letter, and one pass over many frames teaches those letters
+less than many passes over few.
 """
 from __future__ import annotations
 

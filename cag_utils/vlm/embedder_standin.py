@@ -48,14 +48,15 @@ class EmbedderOutOfDate(RuntimeError):
 
 def params(ft: dict[str, Any], ev: dict[str, Any]) -> dict[str, Any]:
     """Every setting that changes the embedder: the SigLIP stand-ins' vision and loop settings (finetune-stage
-    config ``ft``) with the evaluation stage's text length and wordings (``ev``)."""
+    config ``ft``) with the evaluation stage's text length, patience and wordings (``ev``)."""
     from cag_utils.vlm import make_standins
 
     p = make_standins.params(ft)
     if ev["eval_embedder_text_length"] <= ft["vlm_max_new_tokens"]:
         raise ValueError(f"eval_embedder_text_length ({ev['eval_embedder_text_length']}) must exceed "
                          f"vlm_max_new_tokens ({ft['vlm_max_new_tokens']}): generated texts would be cut")
-    return {"vision": {**p["vision"], "caption_length": int(ev["eval_embedder_text_length"])},
+    return {"vision": {**p["vision"], "caption_length": int(ev["eval_embedder_text_length"]),
+                       "patience": int(ev["eval_embedder_patience"])},   # its own schedule, not the stand-ins'
             "wordings": int(ev["eval_embedder_wordings"]), "aux": p["aux"], "seed": p["seed"]}
 
 

@@ -14,10 +14,10 @@ patients). Each part gets a model card (``README.md``, ``vlm.cards``) from its r
 
 Data, none of it from the cohorts the notebooks use:
 - text: ``tokenizer.draw_reports`` (the report generator with its own seed stream), training and
-  held-out reports disjoint by index, and with each report its exam's run log (``view_log``: the
-  artery and C-arm view of each run, drawn as the cohort generator draws them), so the LM knows the
-  words of angiographic views as a real pretrained LM does (without it "right", "LAO" and "cranial"
-  were spelled letter by letter and the positive control could not learn the view);
+  held-out reports disjoint by index, and with ``vlm_standin_view_logs`` each report's run log
+  (``view_log``: the artery and C-arm view of each run, drawn as the cohort generator draws them), so
+  the LM knows the words of angiographic views as a real pretrained LM does (without it "right", "LAO"
+  and "cranial" are spelled letter by letter; off in the committed set, see docs/stage3.md);
 - frames: an auxiliary synthetic cohort (``cnn.pretrain.aux_cohort_settings`` with the stream
   ``STANDIN_STREAM``), split by patient into training and held-out frames. Notebook 05 checks that
   none of its patients is in the annotation cohort or the corpus.
@@ -60,7 +60,8 @@ def params(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
               "lr": cfg["vlm_standin_siglip_lr"], **loop, "weight_decay": 0.05}
     text = {"n_reports": cfg["vlm_standin_text_reports"], "n_val_reports": cfg["vlm_standin_val_reports"],
             "vocab_size": cfg["vlm_standin_vocab_size"], "seed": cfg["seed"],
-            "templates": {lang: cfg[f"vlm_prompt_{lang}"] for lang in ("ja", "en")}, "view_logs": True}
+            "templates": {lang: cfg[f"vlm_prompt_{lang}"] for lang in ("ja", "en")},
+            **({"view_logs": True} if cfg.get("vlm_standin_view_logs") else {})}   # absent when off: older sets match
     aux = {"n_exams": cfg["vlm_standin_aux_exams"], "stream": STANDIN_STREAM}
     concept = {"weight": cfg["vlm_standin_concept_weight"], "concepts": list(concepts.CONCEPTS)}
     return {"text": text, "lm": lm, "vision": vision, "concepts": concept, "aux": aux, "seed": int(cfg["seed"])}
