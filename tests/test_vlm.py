@@ -116,6 +116,10 @@ def test_unknown_prompt_field_fails_before_anything(corpus):
     cfg = load_config("smoke", "finetune", {"vlm_prompt_en": "Report {report}"})
     with pytest.raises(ValueError, match="report"):
         stage.check_before_training(cfg)
+    cfg = load_config("smoke", "finetune", {"vlm_control_train_frames": "aux"})   # before any LoRA step
+    with pytest.raises(ValueError, match=r"vlm_control_train_frames must be one of \['corpus', 'annotation'\]"):
+        stage.check_before_training(cfg)
+    stage.check_before_training({**cfg, "vlm_control": False})   # no control: the key is not read
 
 
 def test_missing_image_and_empty_text_are_skipped_by_id(corpus, tmp_path):

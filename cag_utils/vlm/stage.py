@@ -141,6 +141,9 @@ def probe_table(probes: dict[str, Any]) -> pd.DataFrame:
                           "Training frames": p["n_train"]} for n, p in probes.items()])
 
 
+CONTROL_FRAMES = ("corpus", "annotation")   # vlm_control_train_frames: the control's training frames
+
+
 def control_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The positive control's recipe: the summary recipe with its own step budget and decoding length."""
     return {**cfg, "vlm_max_steps": cfg["vlm_control_max_steps"], "vlm_max_new_tokens": cfg["vlm_control_max_new_tokens"],
@@ -155,13 +158,10 @@ def run_controls(cfg: dict[str, Any], sources: dict[str, Path | None], records: 
 
     runs = pd.read_parquet(dataset_dir(cfg, "independent") / "runs.parquet")
     examples = control.control_examples(records, corpus_dir, runs, cfg["vlm_control_prompt"])
-    source = cfg["vlm_control_train_frames"]
-    if source == "annotation":   # the probes' training frames: no corpus patient, about 12x the corpus's
+    if cfg["vlm_control_train_frames"] == "annotation":   # the probes' training frames: no corpus patient
         frames, table = caption_frames(cfg, set(records["patient_id"]))
         examples["train"] = control.annotation_examples(frames, table, adapter_root.parent / "control_frames",
                                                         cfg["vlm_control_prompt"])
-    elif source != "corpus":
-        raise ValueError(f"vlm_control_train_frames must be 'corpus' or 'annotation', got {source!r}")
     ccfg = control_config(cfg)
     return {name: finetune_family(ccfg, name, sources[name], examples, adapter_root, tag="control")
             for name in cfg["vlm_families"] if not build.family(name).text_only}
@@ -209,9 +209,13 @@ def check_checkpoints(cfg: dict[str, Any]) -> dict[str, str]:
 
 
 def check_before_training(cfg: dict[str, Any]) -> None:
-    """The checks that must fail before any work: families, languages, templates, LoRA pattern syntax."""
+    """The checks that must fail before any work: families, languages, templates, LoRA pattern syntax, the
+    control's training frames."""
     for name in cfg["vlm_families"]:
         build.family(name)
+    if cfg.get("vlm_control") and cfg["vlm_control_train_frames"] not in CONTROL_FRAMES:
+        raise ValueError(f"vlm_control_train_frames must be one of {list(CONTROL_FRAMES)}, "
+                         f"got {cfg['vlm_control_train_frames']!r}")
     langs = data.languages(cfg["vlm_languages"])
     for lang in langs:
         data.check_template(cfg[f"vlm_prompt_{lang}"], f"vlm_prompt_{lang}")
