@@ -43,8 +43,8 @@ from cnn_learning_curve import nested_patient_subsets  # noqa: E402  (same folde
 from cag_utils.cnn.pretrain import aux_cohort_settings  # noqa: E402
 from cag_utils.data.deid import Pseudonymizer, resolve_salt  # noqa: E402
 from cag_utils.intervals import INTERVAL_METHOD, N_RESAMPLES, format_interval, patient_bootstrap  # noqa: E402
-from cag_utils.run.config import figures_dir, load_config, output_root, work_dir  # noqa: E402
-from cag_utils.run.results import FIGURE_DPI, Run  # noqa: E402
+from cag_utils.run.config import load_config, work_dir  # noqa: E402
+from cag_utils.run.results import Run  # noqa: E402
 from cag_utils.synth import imaging, visibility as vis  # noqa: E402
 from cag_utils.synth.cohort import ExamTask, _draw_exam, _tasks  # noqa: E402
 from cag_utils.vlm import make_standins, probe, standins  # noqa: E402
@@ -288,18 +288,12 @@ def main(argv: list[str] | None = None) -> None:
                "tables": {"arms": table_rows}}
     run.table(pd.concat(preds, ignore_index=True), "predictions")
     fig = plot(arms, args.epochs)
-    stem = figures_dir(args.profile) / "lesion_learnability"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(stem.with_suffix(".png"), dpi=FIGURE_DPI, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None,
-                                                                         "Producer": None})
-    run.figures.append(stem.with_suffix(".png").relative_to(output_root()).as_posix())
-    run.captions["lesion_learnability"] = (
+    run.figure(fig, "", caption=(   # figures/lesion_learnability.png|pdf
         f"Left: held-out AUROC for a lesion >= 90 % in the shown artery of a small CNN trained from scratch on "
         f"nested subsets of the auxiliary cohort's training patients at {BASE} px (circles), and on the "
         f"{args.resolution_fraction:.0%} subset re-rendered at {args.size} px (square); bars are 95 % patient-bootstrap "
         f"intervals over the {results['exact']['n_held_out_patients']} held-out patients, the dashed line is chance "
-        f"(issue 22's ResNet-18 from scratch on 2,536 frames: 0.51). Right: the same AUROC after each epoch.")
+        f"(issue 22's ResNet-18 from scratch on 2,536 frames: 0.51). Right: the same AUROC after each epoch."))
     run.caption("arms", "Per arm: training frames (patients), held-out severe-lesion AUROC and laterality accuracy "
                         "(last epoch, 95 % patient-bootstrap intervals).")
     path = run.save(results)

@@ -25,9 +25,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from cag_utils.run.config import figures_dir, load_config, output_root  # noqa: E402
+from cag_utils.run.config import load_config  # noqa: E402
 from cag_utils.intervals import INTERVAL_METHOD, format_interval, patient_bootstrap, ratio_by_patient, ratio_of_sums  # noqa: E402
-from cag_utils.run.results import FIGURE_DPI, Run  # noqa: E402
+from cag_utils.run.results import Run  # noqa: E402
 from cag_utils.synth import visibility as vis  # noqa: E402
 from cag_utils.synth.cohort import ExamTask, _tasks, generator_settings  # noqa: E402
 
@@ -212,13 +212,7 @@ def main(argv: list[str] | None = None) -> None:
                f"(d' = {vis.DPRIME_SEEN:g}) a lesion stands out of the frame's noise; at the bottom edge are lesions the "
                f"frame does not show at all (d' = 0). Where the {small}-px boxes sit level with the {big}-px ones, "
                f"the smaller frame keeps what the larger one shows.")
-    stem = figures_dir(args.profile) / "lesion_resolution"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(stem.with_suffix(".png"), dpi=FIGURE_DPI, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None,
-                                                                         "Producer": None})
-    run.figures.append(stem.with_suffix(".png").relative_to(output_root()).as_posix())
-    run.captions["lesion_resolution"] = caption
+    run.figure(fig, "", caption=caption)   # figures/lesion_resolution.png|pdf
     run.caption("visible", f"Share of lesions that stand out of their frame's noise (matched-filter d' >= "
                            f"{vis.DPRIME_SEEN:g}) at {big} px, natively at {small} px and at {big} px resized to {small} "
                            f"px, per grade, with the share the frame does not show at all (d' = 0), the positive "

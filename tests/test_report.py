@@ -159,3 +159,20 @@ def test_captions_come_from_the_results_file(tmp_path: Path):
     floats = (tmp_path / "gen" / "floats_02_cnn.tex").read_text()
     assert r"\caption{Loss per epoch \& what to see.}" in floats and r"\caption{Exams per split.}" in floats
     assert r"\caption{Per class (notebook 02\_cnn).}" in floats   # no caption given: a plain one
+
+
+def test_a_runs_one_figure_is_named_after_the_run(output_root):
+    """Run.figure(fig, "") writes figures/<name>.png|pdf with its caption under <name> (the benchmarks' figures)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cag_utils.run.results import Run
+
+    run = Run("bench_probe", {"profile": "smoke"})
+    run.figure(plt.figure(), "", show=False, caption="What it shows.")
+    run.figure(plt.figure(), "curve", show=False, caption="Per step.")
+    assert run.figures == ["figures/bench_probe.png", "figures/bench_probe_curve.png"]
+    assert run.captions == {"bench_probe": "What it shows.", "curve": "Per step."}
+    assert all((output_root / f).with_suffix(s).is_file() for f in run.figures for s in (".png", ".pdf"))

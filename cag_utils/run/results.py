@@ -99,15 +99,16 @@ class Run:
     def figure(self, fig, stem: str, show: bool = True, caption: str | None = None) -> None:
         """Write `figures/<name>_<stem>.png|pdf` and show the figure inline.
 
-        ``caption``: what the figure shows and what to see in it; the paper prints it.
+        ``caption``: what the figure shows and what to see in it; the paper prints it. ``stem=""``: the run's
+        one figure, `figures/<name>.png|pdf`, its caption under ``name`` (a benchmark's figure).
         """
         if caption:
-            self.captions[stem] = caption
+            self.captions[stem or self.name] = caption
         import matplotlib.pyplot as plt
 
         out = figures_dir(self.cfg["profile"])
         out.mkdir(parents=True, exist_ok=True)
-        png = out / f"{self.name}_{stem}.png"
+        png = out / (f"{self.name}_{stem}.png" if stem else f"{self.name}.png")
         fig.savefig(png, dpi=FIGURE_DPI, bbox_inches="tight", metadata={"Software": None})
         fig.savefig(png.with_suffix(".pdf"), bbox_inches="tight",
                     metadata={"CreationDate": None, "ModDate": None, "Producer": None})
