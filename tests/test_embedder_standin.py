@@ -19,7 +19,7 @@ from cag_utils.synth.cohort import draw_exams
 from cag_utils.vlm import embedder_standin as es
 
 FT, EV = es.configs("smoke")
-TOKENIZER = REPO_ROOT / FT["vlm_standins_dir"] / "tokenizer"
+TOKENIZER = REPO_ROOT / FT["vlm_standins_dir"] / "siglip"   # the encoders' text tokenizer (es.make reads it there)
 
 
 @pytest.fixture(scope="module")

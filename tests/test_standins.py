@@ -57,6 +57,29 @@ def test_lm_and_tokenizer_first_steps_match_the_committed_log(tmp_path):
     assert rec["losses"] == committed("lm")["losses"][:STEPS]
 
 
+def test_the_encoders_text_tokenizer_is_trained_on_the_reports_alone(tmp_path):
+    """SigLIP, ConceptCLIP and the VLScore embedder tokenize with ``encoder_tokenizer`` (no run logs), as a real
+    SigLIP's tokenizer is not Gemma's; with ``vlm_standin_view_logs`` the LM's tokenizer differs from it."""
+    p = make_standins.params(CFG)
+    make_standins.encoder_tokenizer(p, tmp_path)
+    model = lambda d: json.loads((d / "tokenizer.json").read_text())["model"]   # noqa: E731
+    mine = model(tmp_path)
+    for name in ("siglip", "conceptclip", "embedder"):
+        assert (model(ROOT / name)["vocab"], model(ROOT / name)["merges"]) == (mine["vocab"], mine["merges"]), name
+    same = model(ROOT / "tokenizer")["vocab"] == mine["vocab"]
+    assert same is not bool(CFG.get("vlm_standin_view_logs"))
+
+
+def test_only_lm_keeps_encoders_that_still_match(monkeypatch):
+    """``--only lm`` refuses encoders whose settings changed (they would need ``make standins``)."""
+    prov = make_standins.keep_encoders(CFG, ROOT)
+    assert prov["records"]["siglip"] and prov["settings"]["vision"] == make_standins.params(CFG)["vision"]
+    with pytest.raises(ValueError, match="settings.vision changed"):
+        make_standins.keep_encoders({**CFG, "vlm_standin_patch_size": 8}, ROOT)
+    with pytest.raises(ValueError, match="text-tower tokenizer differs"):
+        make_standins.keep_encoders({**CFG, "vlm_standin_vocab_size": 3000}, ROOT)
+
+
 @pytest.mark.parametrize("name", ["siglip", "conceptclip"])
 def test_siglip_first_steps_match_the_committed_log(name, tmp_path):
     p = make_standins.params(CFG)
@@ -64,7 +87,7 @@ def test_siglip_first_steps_match_the_committed_log(name, tmp_path):
     frames, caps = first["frames"], [str(c) for c in first["captions"]]
     bs = p["vision"]["batch_size"]
     assert len(caps) == STEPS * bs
-    tok = AutoTokenizer.from_pretrained(ROOT / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(ROOT / name)   # its text tower's own tokenizer (make_standins.encoder_tokenizer)
     order = [np.arange(k * bs, (k + 1) * bs) for k in range(STEPS)]
     rec = standins.train_siglip(tmp_path / name, tok, frames, caps, frames[:bs], caps[:bs],
                                 {**make_standins.vision_params(p, name), "stop_after": STEPS}, p["seed"], order=order)
@@ -113,7 +136,7 @@ def test_make_replaces_the_parts_only_when_all_are_trained(tmp_path, monkeypatch
         (out / name).mkdir(parents=True)
         (out / name / "old.txt").write_text("committed")
 
-    def train(cfg, staging, progress, stop_after, fail=False):
+    def train(cfg, staging, progress, stop_after, kept=None, fail=False):
         for name in make_standins.PARTS:
             (staging / name).mkdir(parents=True)
             (staging / name / "new.txt").write_text("trained")

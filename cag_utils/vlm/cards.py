@@ -47,7 +47,7 @@ def standin_spec(folder: Path, provenance: dict[str, Any] | None, profile: str) 
     conf = load_record(folder / "config.json") or {}
     prov = provenance or {}
     s, aux = prov.get("settings", {}), prov.get("aux_cohort", {})
-    sha = rec.get("git_sha") or prov.get("git_sha", "unrecorded")
+    sha = rec.get("git_sha") or prov.get("git_sha_of_part", {}).get(name) or prov.get("git_sha", "unrecorded")
     trained = f"Trained {rec.get('steps')} steps (stopped: {rec.get('stopped')}) by the code of commit `{sha}`."
     cohort = (f"an auxiliary synthetic cohort ({aux.get('n_exams')} exams, {aux.get('n_patients')} patients, "
               f"{aux.get('n_frames')} frames; its own seed stream, split by patient, no patient in any cohort of the "
@@ -60,7 +60,10 @@ def standin_spec(folder: Path, provenance: dict[str, Any] | None, profile: str) 
         spec.what = (f"The byte-pair-encoding tokenizer (`tokenizers`, {rec.get('vocab_size')} pieces) of the smoke "
                      "stand-ins, with the special tokens of the PaliGemma and Gemma3 processors.")
         spec.data = (f"{rec.get('n_texts')} texts (reports, summaries and prompt-shaped pairs, Japanese and English) of "
-                     f"{s.get('text', {}).get('n_reports')} generated exams (seed {s.get('text', {}).get('seed')}).")
+                     f"{s.get('text', {}).get('n_reports')} generated exams (seed {s.get('text', {}).get('seed')})"
+                     + (", each with its run log (the artery and C-arm view of each run)."
+                        if s.get("text", {}).get("view_logs") else ".")
+                     + " The LM's tokenizer; the encoders' text towers have their own, saved with them.")
     elif rec.get("kind") == "lm":
         spec.what = (f"A {conf.get('num_hidden_layers')}-layer, {conf.get('hidden_size')}-wide `Gemma3ForCausalLM` "
                      f"({rec.get('parameters')} parameters), the language model of the smoke stand-ins, pretrained on "

@@ -258,7 +258,8 @@ def train(folder: Path, tokenizer, frames: np.ndarray, table: pd.DataFrame, text
 
 
 def make(ft: dict[str, Any], ev: dict[str, Any], root: Path, progress: bool = True) -> dict[str, Any]:
-    """Train the embedder into ``root / embedder`` with the stand-ins' tokenizer in ``root / tokenizer``."""
+    """Train the embedder into ``root / embedder`` with the encoders' text tokenizer (``root / siglip``'s; the
+    LM's in ``root / tokenizer`` also knows run logs, ``make_standins.encoder_tokenizer``)."""
     import shutil
 
     from transformers import AutoTokenizer
@@ -266,7 +267,7 @@ def make(ft: dict[str, Any], ev: dict[str, Any], root: Path, progress: bool = Tr
     from cag_utils.run.results import describe_device, git_sha, package_versions
 
     p, sha = params(ft, ev), git_sha()   # the code that trains: read before anything can change the tree
-    tok = AutoTokenizer.from_pretrained(root / "tokenizer")
+    tok = AutoTokenizer.from_pretrained(root / "siglip")
     frames, table, texts = training_data(ft, p, progress)
     folder = root / NAME
     shutil.rmtree(folder, ignore_errors=True)

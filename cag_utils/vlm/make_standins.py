@@ -17,7 +17,9 @@ Data, none of it from the cohorts the notebooks use:
   held-out reports disjoint by index, and with ``vlm_standin_view_logs`` each report's run log
   (``view_log``: the artery and C-arm view of each run, drawn as the cohort generator draws them), so
   the LM knows the words of angiographic views as a real pretrained LM does (without it "right", "LAO"
-  and "cranial" are spelled letter by letter; off in the committed set, see docs/stage3.md);
+  and "cranial" are spelled letter by letter, see docs/stage3.md). The encoders' text towers (SigLIP,
+  ConceptCLIP, the VLScore embedder) have their own tokenizer, trained on the reports alone, as a real
+  SigLIP's tokenizer is not Gemma's; it is saved in each encoder's processor (``encoder_tokenizer``);
 - frames: an auxiliary synthetic cohort (``cnn.pretrain.aux_cohort_settings`` with the stream
   ``STANDIN_STREAM``), split by patient into training and held-out frames. Notebook 05 checks that
   none of its patients is in the annotation cohort or the corpus.
@@ -85,16 +87,27 @@ def view_log(rng: np.random.Generator) -> str:
     return "Runs: " + "; ".join(runs) + "."
 
 
-def texts(p: dict[str, Any]) -> tuple[list[str], list[str]]:
+def texts(p: dict[str, Any], view_logs: bool | None = None) -> tuple[list[str], list[str]]:
     """(training, held-out) texts of the LM and tokenizer: reports, summaries, prompt-shaped pairs and
-    (``view_logs``) each exam's run log."""
+    (``view_logs``: None = as the settings say) each exam's run log."""
     t = p["text"]
     n = t["n_reports"] + t["n_val_reports"]
     reports = tokenizer.draw_reports(n, t["seed"])
-    logs = [view_log(np.random.default_rng([t["seed"], VIEW_STREAM, i])) for i in range(n)] if t.get("view_logs") else []
+    logs = ([view_log(np.random.default_rng([t["seed"], VIEW_STREAM, i])) for i in range(n)]
+            if (t.get("view_logs") if view_logs is None else view_logs) else [])
     shaped = lambda rs, ls: tokenizer.corpus_texts(rs, t["templates"]) + ls   # noqa: E731
     return (shaped(reports[:t["n_reports"]], logs[:t["n_reports"]]),
             shaped(reports[t["n_reports"]:], logs[t["n_reports"]:]))
+
+
+def encoder_tokenizer(p: dict[str, Any], folder: Path):
+    """The encoders' text-tower tokenizer, saved to ``folder`` and read back: BPE on the training texts without
+    run logs (with ``view_logs`` off, the LM's tokenizer itself)."""
+    from transformers import AutoTokenizer
+
+    tok = tokenizer.train_tokenizer(tokenizer.plain(texts(p, view_logs=False)[0]), p["text"]["vocab_size"])
+    tok.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def aux_frames(cfg: dict[str, Any], p: dict[str, Any], progress: bool = True) -> tuple[np.ndarray, pd.DataFrame]:
@@ -124,18 +137,21 @@ def probe_scores(folders: dict[str, Path], frames: np.ndarray, table: pd.DataFra
     return out
 
 
-def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int | None = None,
+         lm_only: bool = False) -> dict[str, Any]:
     """Train every part into ``out`` (replacing what is there). ``stop_after``: only that many steps per
-    part (the loss logs then equal the first entries of a full run's; for tests).
+    part (the loss logs then equal the first entries of a full run's; for tests). ``lm_only``: train the
+    tokenizer and the LM, keep the encoders in ``out`` (``keep_encoders`` checks that they still match).
 
     The parts train in a staging folder beside ``out`` and replace ``out``'s parts only once all of them
     and the probes are done, so an interrupted run (or a ``git add`` during one) never sees half a set."""
     final = Path(out)
     out = final.with_name(final.name + ".staging")
     shutil.rmtree(out, ignore_errors=True)
-    prov = _train_parts(cfg, out, progress, stop_after)
+    kept = keep_encoders(cfg, final) if lm_only else None
+    prov = _train_parts(cfg, out, progress, stop_after, kept)
     final.mkdir(parents=True, exist_ok=True)
-    for name in PARTS:
+    for name in PARTS if kept is None else TEXT_PARTS:
         shutil.rmtree(final / name, ignore_errors=True)
         os.replace(out / name, final / name)
     (final / "provenance.json").write_text(json.dumps(prov, indent=1, ensure_ascii=False))
@@ -145,8 +161,34 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
     return prov
 
 
-def _train_parts(cfg: dict[str, Any], out: Path, progress: bool, stop_after: int | None) -> dict[str, Any]:
-    """Tokenizer, LM and both vision stand-ins trained into ``out``; their provenance (not yet written)."""
+TEXT_PARTS = ("tokenizer", "lm")   # what ``--only lm`` retrains; the encoders do not read them
+
+
+def keep_encoders(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The provenance of the committed set in ``root``, after checking that its encoders are what the current
+    settings would train: the same vision, concept and auxiliary-cohort settings and the same text-tower
+    tokenizer (``encoder_tokenizer``). Raises ``ValueError`` naming what differs (then run ``make standins``)."""
+    import tempfile
+
+    prov, p = json.loads((root / "provenance.json").read_text()), json.loads(json.dumps(params(cfg)))
+    fix = f"the committed encoders are out of date; retrain all parts (make standins --profile {cfg['profile']})"
+    for key in ("vision", "concepts", "aux", "seed"):
+        if prov["settings"].get(key) != p[key]:
+            raise ValueError(f"settings.{key} changed: {fix}")
+    with tempfile.TemporaryDirectory() as tmp:
+        encoder_tokenizer(p, Path(tmp))
+        mine = json.loads((Path(tmp) / "tokenizer.json").read_text())["model"]
+    for name in CAPTIONS:
+        theirs = json.loads((root / name / "tokenizer.json").read_text())["model"]
+        if (mine["vocab"], mine["merges"]) != (theirs["vocab"], theirs["merges"]):
+            raise ValueError(f"{name}'s text-tower tokenizer differs from the one the settings give: {fix}")
+    return prov
+
+
+def _train_parts(cfg: dict[str, Any], out: Path, progress: bool, stop_after: int | None,
+                 kept: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tokenizer, LM and both vision stand-ins trained into ``out``; their provenance (not yet written).
+    ``kept``: the provenance of encoders kept as they are (``keep_encoders``): only the tokenizer and LM train."""
     from transformers import AutoTokenizer
 
     from cag_utils.run.results import describe_device, git_sha, package_versions
@@ -175,7 +217,10 @@ def _train_parts(cfg: dict[str, Any], out: Path, progress: bool, stop_after: int
                                                progress))
     sealed.seal_folder(lm_dir)
     walls["lm"] = time.perf_counter() - t0
+    if kept is not None:
+        return _with_kept_encoders(kept, p, sha, walls, out)
 
+    enc_tok = encoder_tokenizer(p, out / ENCODER_TOKENIZER) if p["text"].get("view_logs") else tok
     t0 = time.perf_counter()
     frames, table = aux_frames(cfg, p, progress)
     walls["aux_cohort"] = time.perf_counter() - t0
@@ -184,7 +229,7 @@ def _train_parts(cfg: dict[str, Any], out: Path, progress: bool, stop_after: int
         t0 = time.perf_counter()
         caps = [caption(r) for _, r in table.iterrows()]
         folder = _fresh(out / name)
-        rec = standins.train_siglip(folder, tok, frames[train], [c for c, k in zip(caps, train) if k], frames[~train],
+        rec = standins.train_siglip(folder, enc_tok, frames[train], [c for c, k in zip(caps, train) if k], frames[~train],
                                     [c for c, k in zip(caps, train) if not k], cap(vision_params(p, name)), seed,
                                     progress)
         rec["example_captions"] = sorted(set(caps))[:3]
@@ -202,7 +247,24 @@ def _train_parts(cfg: dict[str, Any], out: Path, progress: bool, stop_after: int
         "probes_aux_heldout": probe_scores(folders, frames, table, seed),
         "records": {name: _record_digest(out / name) for name in PARTS},
     }
+    shutil.rmtree(out / ENCODER_TOKENIZER, ignore_errors=True)   # kept in each encoder's processor
     return provenance
+
+
+ENCODER_TOKENIZER = "encoder-tokenizer"   # staging only
+
+
+def _with_kept_encoders(kept: dict[str, Any], p: dict[str, Any], sha: str, walls: dict[str, float],
+                        out: Path) -> dict[str, Any]:
+    """Provenance of a set whose tokenizer and LM were retrained (in ``out``) beside kept encoders: the encoders'
+    entries (wall times, probes, records, aux cohort) as they were, and the commit that trained them."""
+    from cag_utils.run.results import describe_device, package_versions
+
+    by_part = {name: kept.get("git_sha_of_part", {}).get(name, kept["git_sha"]) for name in CAPTIONS}
+    return {**kept, "settings": p, "git_sha": sha, "git_sha_of_part": by_part, "versions": package_versions(),
+            "device": describe_device(),
+            "wall_seconds": {**kept["wall_seconds"], **{k: round(v, 1) for k, v in walls.items()}},
+            "records": {**kept["records"], **{name: _record_digest(out / name) for name in TEXT_PARTS}}}
 
 
 FIRST_BATCHES = "first_batches.npz"   # the frames and captions of a SigLIP stand-in's first steps
@@ -260,8 +322,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m cag_utils.vlm.make_standins", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--out", type=Path, default=None, help="folder (default models/standins/<profile>)")
-    ap.add_argument("--only", choices=["embedder"], default=None,
-                    help="retrain only notebook 06's VLScore embedder (reads the tokenizer already in the folder)")
+    ap.add_argument("--only", choices=["embedder", "lm"], default=None,
+                    help="embedder: retrain only notebook 06's VLScore embedder (reads the SigLIP stand-in's text "
+                         "tokenizer already in the folder); lm: retrain only the tokenizer and the LM, keeping the "
+                         "encoders after checking that their settings and text tokenizer still match")
     ap.add_argument("--no-embedder", action="store_true",
                     help="train notebook 05's parts only (tokenizer, LM, SigLIP, ConceptCLIP), not the embedder")
     ap.add_argument("--seal", action="store_true",
@@ -275,11 +339,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     seed_everything(cfg["seed"], threads=cfg["torch_threads"])
     t0 = time.perf_counter()
-    if args.only is None:
-        prov = make(cfg, out)
+    if args.only in (None, "lm"):
+        prov = make(cfg, out, lm_only=args.only == "lm")
         print(json.dumps({"wall_seconds": prov["wall_seconds"], "probes_aux_heldout": prov["probes_aux_heldout"]},
                          indent=1))
-    if args.no_embedder:
+    if args.no_embedder or args.only == "lm":
         print(f"total {time.perf_counter() - t0:.0f} s")
         return
     ft, ev = embedder_standin.configs(args.profile)
