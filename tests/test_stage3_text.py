@@ -68,7 +68,32 @@ def set_summary_reliance(folder: Path, **low: float) -> None:
     edit(folder, "05_finetune", change)
 
 
+def meet_output_and_control_targets(folder: Path) -> None:
+    def quality(res):
+        for key, q in res["quality_summary"].items():
+            if key.endswith(".with_lora"):
+                q["in_language"], q["repeated_any"] = ci(1.0, 1.0, 1.0), ci(0.0, 0.0, 0.0)
+    edit(folder, "06_evaluation", quality)
+    set_artery(folder, paligemma=0.95, gemma3=0.95, conceptclip_gemma3=0.95)
+
+
+def test_the_lead_names_every_missed_target(results: Path):
+    meet_output_and_control_targets(results)
+    set_goal(results, -0.003)
+    assert "with one target measured and not reached: the goal below, that the frame add findings." in text(results)
+
+    def loops(res):
+        res["quality_summary"]["paligemma.with_lora"]["repeated_any"] = ci(0.03, 0.01, 0.05)
+    edit(results, "06_evaluation", loops)
+    set_artery(results, gemma3=0.85)
+    assert ("with three targets measured and not reached: the loop target, the control's artery target and the goal "
+            "below, that the frame add findings.") in text(results)
+    set_goal(results, 0.001)
+    assert "with two targets measured and not reached: the loop target and the control's artery target." in text(results)
+
+
 def test_the_goal_sentence_flips_with_the_lower_end(results: Path):
+    meet_output_and_control_targets(results)
     set_goal(results, -0.003)
     set_summary_reliance(results, paligemma=-0.01, gemma3=-0.01, conceptclip_gemma3=-0.01)
     body = text(results)
@@ -77,17 +102,18 @@ def test_the_goal_sentence_flips_with_the_lower_end(results: Path):
     assert "**The summaries do not use the frame:**" in body and "Where it fails, measured:" in body
     set_summary_reliance(results, conceptclip_gemma3=0.01)
     assert "**The summaries lean on the frame (ConceptCLIP-Gemma3) but add no findings from it:**" in text(results)
-    assert "with one part measured and not reached" in body
+    assert "target measured and not reached: the goal below, that the frame add findings." in body
     set_goal(results, 0.001)
     body = text(results)
     assert "beats the text-only control by 0.020 [0.001, 0.060]: the goal, a lower end above 0, is reached." in body
     assert "not reached" not in body and "Where it fails" not in body
-    assert "**The frame adds findings:**" in body and "its goal below, that the frame add findings, is reached" in body
+    assert "**The frame adds findings:**" in body
+    assert "every target is met, and its goal below, that the frame add findings, is reached" in body
     set_goal(results, 0.001, blank_low=-0.01)   # beats the text-only control, but the blanked frame does as well
     body = text(results)
     assert "**ConceptCLIP-Gemma3 beats the text-only control, but not through the frame:**" in body
     assert "is reached in letter, not in substance: real minus blanked frame is 0.020 [-0.010, 0.060]" in body
-    assert "Where it fails, measured:" in body and "with one part measured and not reached" in body
+    assert "Where it fails, measured:" in body and "with one target measured and not reached: the goal" in body
 
 
 def test_the_control_target_names_the_models_that_meet_it(results: Path):

@@ -158,12 +158,10 @@ def test_make_replaces_the_parts_only_when_all_are_trained(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke"]   # no staging folder left
 
 
-@pytest.mark.xfail(not CFG.get("vlm_standin_view_logs"), strict=True,
-                   reason="known defect: without run logs the stand-in tokenizer spells 'right', 'LAO', 'cranial' "
-                          "letter by letter (docs/stage3.md, positive control)")
 def test_positive_control_targets_are_words_the_lm_knows():
     """The control's answers ('right coronary artery, RAO caudal') are whole words of the stand-in vocabulary,
-    as in a real Gemma vocabulary: spelled letter by letter, the view is not learnable."""
+    as in a real Gemma vocabulary: spelled letter by letter (the tokenizer before the run logs,
+    ``vlm_standin_view_logs``), the view was not learnable (docs/stage3.md, positive control)."""
     from cag_utils.vlm import control
 
     tok = AutoTokenizer.from_pretrained(ROOT / "tokenizer")

@@ -233,12 +233,28 @@ def learnability(res: Results, small: int) -> str:
             f"not run: the stand-in encoders would have to be pretrained again at {big} px.")
 
 
+def missed_targets(res: Results, reached: bool) -> list[str]:
+    """The issue's targets that the results miss, in the order the paragraph measures them."""
+    lora = [q for k, q in res.get("06_evaluation", "quality_summary").items() if k.endswith(".with_lora")]
+    scores = res.get("05_finetune", "control", "scores").values()
+    return ((["the language target"] if min(q["in_language"]["estimate"] for q in lora) < TARGET_LANGUAGE else [])
+            + (["the loop target"] if max(q["repeated_any"]["estimate"] for q in lora) > TARGET_LOOPS else [])
+            + (["the control's artery target"] if min(s["artery_accuracy_real"]["estimate"] for s in scores)
+               < TARGET_ARTERY else [])
+            + ([] if reached else ["the goal below, that the frame add findings"]))
+
+
+COUNTS = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+
 def findings(res: Results) -> list[str]:
     """The paragraph as one markdown line (block `stage3-findings`)."""
     profile = recorded_config(res, "05_finetune").get("profile", "smoke")
     first = quality_and_control(res)
     middle, reached = summaries_and_probes(res)
-    lead = (f"**What the {profile} run shows.** Stage 3 now works as a method at small scale, "
-            + ("and its goal below, that the frame add findings, is reached." if reached else
-               "with one part measured and not reached."))
+    missed = missed_targets(res, reached)
+    lead = (f"**What the {profile} run shows.** Stage 3 now works as a method at small scale"
+            + (f", with {COUNTS[len(missed)]} target{'s' if len(missed) > 1 else ''} measured and not reached: "
+               f"{names(missed)}." if missed else
+               ", every target is met, and its goal below, that the frame add findings, is reached."))
     return [" ".join([lead, *first, *middle, *routes_resolution_loss(res)])]

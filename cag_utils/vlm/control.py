@@ -10,9 +10,9 @@ and the reliance measure can see image use, so that a null result on the summari
 Training frames (``vlm_control_train_frames``): ``corpus``, the corpus training key frames (212 in the
 smoke run), or ``annotation``, the annotation cohort's frames with contrast (about 3,150, no corpus
 patient), the frames the encoders' linear probes are trained on. Validation and test are the corpus
-key frames either way. With the stand-ins the annotation frames did worse (docs/stage3.md): their
-tokenizer spells the view words letter by letter, and one pass over many frames teaches those letters
-less than many passes over few.
+key frames either way. With the first stand-ins the annotation frames did worse (docs/stage3.md): their
+tokenizer spelled the view words letter by letter (before ``vlm_standin_view_logs``), and one pass over many
+frames taught those letters less than many passes over few.
 """
 from __future__ import annotations
 
