@@ -206,6 +206,28 @@ def test_assemble_save_load_train_generate(name, parts, corpus, tmp_path):
     assert (blank[0]["pixel_values"] == blank[0]["pixel_values"].flatten()[0]).all()
 
 
+def test_load_best_keeps_the_weights_of_the_lowest_validation_loss(parts, corpus, tmp_path):
+    """``load_best``: at lr 0.5 the validation loss is lowest at step 9 of 12; the kept weights are those of that
+    evaluation (their validation loss is the recorded minimum, not the last one), and the checkpoints are gone."""
+    root, rec = corpus
+    model, processor = build.assemble("gemma3", parts["lm"], parts["sig"], image_tokens=4)
+    examples, _ = data.make_examples(rec, root, ("ja", "en"), TEMPLATES)
+    enc = data.encode_examples("gemma3", processor, examples, max_length=400)[0]
+    col = data.Collator(processor.tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    peft_model = lora.lora_model(model, 4, 8, 0.0)
+    p = {"batch_size": 2, "epochs": 100, "max_steps": 12, "lr": 0.5, "warmup_ratio": 0.0, "weight_decay": 0.0,
+         "max_grad_norm": 1.0, "eval_points": 4, "device": "cpu", "load_best": True}
+    record = lora.train(peft_model, enc[:4], enc[4:5], col, p, tmp_path, seed=0)   # one: both losses are its mean
+    evals = {h["step"]: h["eval_loss"] for h in record["history"] if "eval_loss" in h}
+    assert sorted(evals) == [3, 6, 9, 12] and record["steps"] == 12
+    assert record["best_step"] == min(evals, key=evals.get) < 12
+    assert record["best_eval_loss"] == pytest.approx(min(evals.values())) and evals[12] - min(evals.values()) > 2e-4
+    mean = lambda m: float(np.divide(*generate.example_losses(m, enc[4:5], col, 1).sum(0)))   # noqa: E731
+    assert mean(peft_model) == pytest.approx(record["best_eval_loss"], abs=2e-5)
+    assert not (tmp_path / "trainer").exists()
+
+
 def test_text_only_control_sees_no_image(parts, corpus):
     root, rec = corpus
     model, processor = build.assemble("gemma3", parts["lm"], parts["sig"], image_tokens=4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,10 @@ def train(model, train_set: list, eval_set: list, collator, p: dict[str, Any], o
           seed: int, callbacks: list | None = None) -> dict[str, Any]:
     """Train with ``transformers.Trainer``; returns {"history", "steps", "train_loss"}.
 
-    ``p``: batch_size, epochs, max_steps, lr, warmup_ratio, weight_decay, max_grad_norm, eval_points, device.
+    ``p``: batch_size, epochs, max_steps, lr, warmup_ratio, weight_decay, max_grad_norm, eval_points, device, and
+    optionally load_best: keep the weights of the evaluation with the lowest validation loss, not the last
+    (the Trainer's ``load_best_model_at_end``; its checkpoints are deleted afterwards; the record gets
+    ``best_step`` and ``best_eval_loss``).
     ``callbacks``: extra ``TrainerCallback``s (the GPU check times steps with one); they do not change training.
     """
     from transformers import Trainer, TrainingArguments
@@ -66,12 +70,14 @@ def train(model, train_set: list, eval_set: list, collator, p: dict[str, Any], o
     gpu = torch.cuda.is_available() and p.get("device", "auto") != "cpu"
     steps = n_steps(len(train_set), p["batch_size"], p["epochs"], p["max_steps"])
     eval_every = max(1, steps // max(1, p["eval_points"]))
+    best = bool(p.get("load_best")) and bool(eval_set)
     args = TrainingArguments(
         output_dir=str(out_dir / "trainer"), max_steps=steps, per_device_train_batch_size=p["batch_size"],
         per_device_eval_batch_size=p["batch_size"], learning_rate=p["lr"], lr_scheduler_type="linear",
         warmup_steps=int(round(p["warmup_ratio"] * steps)), weight_decay=p["weight_decay"], max_grad_norm=p["max_grad_norm"],
         logging_steps=max(1, steps // 30), eval_strategy="steps" if eval_set else "no", eval_steps=eval_every,
-        save_strategy="no", report_to=[], seed=seed, data_seed=seed, use_cpu=not gpu, bf16=gpu,
+        save_strategy="steps" if best else "no", save_steps=eval_every, save_total_limit=1 if best else None,
+        load_best_model_at_end=best, metric_for_best_model="eval_loss", greater_is_better=False, report_to=[], seed=seed, data_seed=seed, use_cpu=not gpu, bf16=gpu,
         gradient_checkpointing=gpu, remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
         label_names=["labels"])
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
@@ -79,8 +85,12 @@ def train(model, train_set: list, eval_set: list, collator, p: dict[str, Any], o
     out = trainer.train()
     history = [{k: v for k, v in h.items() if k in ("step", "epoch", "loss", "eval_loss", "grad_norm")}
                for h in trainer.state.log_history if "loss" in h or "eval_loss" in h]
-    return {"history": history, "steps": int(trainer.state.global_step), "train_loss": float(out.training_loss),
-            "train_runtime_s": float(out.metrics.get("train_runtime", float("nan")))}
+    record = {"history": history, "steps": int(trainer.state.global_step), "train_loss": float(out.training_loss),
+              "train_runtime_s": float(out.metrics.get("train_runtime", float("nan")))}
+    if best:
+        record.update(best_step=int(trainer.state.best_global_step), best_eval_loss=float(trainer.state.best_metric))
+        shutil.rmtree(out_dir / "trainer", ignore_errors=True)   # the checkpoints; the kept weights are in the model
+    return record
 
 
 def save_adapter(model, folder: Path, record: dict[str, Any], merge: bool = False) -> Path:

@@ -151,12 +151,13 @@ def make(cfg: dict[str, Any], out: Path, progress: bool = True, stop_after: int 
     kept = keep_encoders(cfg, final) if lm_only else None
     prov = _train_parts(cfg, out, progress, stop_after, kept)
     final.mkdir(parents=True, exist_ok=True)
-    for name in PARTS if kept is None else TEXT_PARTS:
+    trained = PARTS if kept is None else TEXT_PARTS
+    for name in trained:
         shutil.rmtree(final / name, ignore_errors=True)
         os.replace(out / name, final / name)
     (final / "provenance.json").write_text(json.dumps(prov, indent=1, ensure_ascii=False))
     shutil.rmtree(out)
-    for name in PARTS:   # the card needs the probes above; written into the sealed part, which is sealed again
+    for name in trained:   # the card needs the probes above; written into the sealed part, which is sealed again
         model_cards.write(final / name, cards.standin_spec(final / name, prov, cfg["profile"]))
     return prov
 
@@ -177,11 +178,9 @@ def keep_encoders(cfg: dict[str, Any], root: Path) -> dict[str, Any]:
             raise ValueError(f"settings.{key} changed: {fix}")
     with tempfile.TemporaryDirectory() as tmp:
         encoder_tokenizer(p, Path(tmp))
-        mine = json.loads((Path(tmp) / "tokenizer.json").read_text())["model"]
-    for name in CAPTIONS:
-        theirs = json.loads((root / name / "tokenizer.json").read_text())["model"]
-        if (mine["vocab"], mine["merges"]) != (theirs["vocab"], theirs["merges"]):
-            raise ValueError(f"{name}'s text-tower tokenizer differs from the one the settings give: {fix}")
+        for name in CAPTIONS:
+            if not tokenizer.same_vocabulary(Path(tmp), root / name):
+                raise ValueError(f"{name}'s text-tower tokenizer differs from the one the settings give: {fix}")
     return prov
 
 

@@ -231,9 +231,12 @@ def check_before_training(cfg: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ one family end to end
 def train_params(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"batch_size": cfg["vlm_batch_size"], "epochs": cfg["vlm_epochs"], "max_steps": cfg["vlm_max_steps"],
-            "lr": cfg["vlm_lr"], "warmup_ratio": cfg["vlm_warmup_ratio"], "weight_decay": cfg["vlm_weight_decay"],
-            "max_grad_norm": cfg["vlm_max_grad_norm"], "eval_points": cfg["vlm_eval_points"], "device": cfg["device"]}
+    p = {"batch_size": cfg["vlm_batch_size"], "epochs": cfg["vlm_epochs"], "max_steps": cfg["vlm_max_steps"],
+         "lr": cfg["vlm_lr"], "warmup_ratio": cfg["vlm_warmup_ratio"], "weight_decay": cfg["vlm_weight_decay"],
+         "max_grad_norm": cfg["vlm_max_grad_norm"], "eval_points": cfg["vlm_eval_points"], "device": cfg["device"]}
+    if cfg.get("vlm_load_best"):   # only when on, so that adapters trained without the key keep their names
+        p["load_best"] = True
+    return p
 
 
 def lora_params(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,8 @@ Digits are single tokens so that segment numbers and grades are spelled the same
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -60,7 +62,7 @@ def plain(texts: list[str | tuple[str, ...]]) -> list[str]:
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
-    """A ``PreTrainedTokenizerFast`` (Unigram, NFKC, Metaspace) with the special tokens of both families."""
+    """A ``PreTrainedTokenizerFast`` (BPE, NFKC, Metaspace, single digits) with the special tokens of both families."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -73,6 +75,14 @@ def train_tokenizer(texts: list[str], vocab_size: int):
                                   show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
+
+
+def same_vocabulary(a: Path, b: Path) -> bool:
+    """Whether the tokenizers saved in folders ``a`` and ``b`` have the same BPE vocabulary and merges
+    (what makes token ids mean the same; ``tokenizer.json`` of ``save_pretrained``)."""
+    model = lambda d: json.loads((Path(d) / "tokenizer.json").read_text())["model"]   # noqa: E731
+    mine, theirs = model(a), model(b)
+    return (mine["vocab"], mine["merges"]) == (theirs["vocab"], theirs["merges"])
 
 
 def family_tokenizer(base, architecture: str):
