@@ -30,6 +30,7 @@ import pandas as pd  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without install
 
+from cag_utils.intervals import format_interval  # noqa: E402
 from cag_utils.run.config import load_config  # noqa: E402
 from cag_utils.run.results import Run  # noqa: E402
 
@@ -72,6 +73,23 @@ def summarise(results_dir: Path) -> dict:
             m["control_artery"] = _interval(ctrl["artery_accuracy_real"])
         models[fam] = m
     return {"models": models, "goal": _interval(r6["image_effects"]["conceptclip_gemma3.real_minus_text_only"])}
+
+
+NAMES = {"paligemma": "PaliGemma2", "gemma3": "Gemma3", "conceptclip_gemma3": "ConceptCLIP-Gemma3",
+         "gemma3_text": "Gemma3 text-only"}
+
+
+def table(summary: dict) -> list[dict]:
+    """One row per recipe: each model's loop share, the controls' lowest artery accuracy, the goal."""
+    rows = []
+    for rec, s in summary.items():
+        row = {"Recipe": rec}
+        row.update({f"Loops, {NAMES.get(f, f)}": format_interval(m["loops"]) for f, m in s["models"].items()})
+        arteries = [m["control_artery"]["estimate"] for m in s["models"].values() if "control_artery" in m]
+        row["Control artery accuracy (lowest model)"] = f"{min(arteries):.3f}" if arteries else ""
+        row["ConceptCLIP-Gemma3 - text-only, lesion F1"] = format_interval(s["goal"])
+        rows.append(row)
+    return rows
 
 
 def plot(summary: dict):
@@ -120,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         "ConceptCLIP-Gemma3 minus the text-only control on shown-artery lesion F1 (the goal: a lower end above 0)."))
     met = {rec: all(m["loops"]["estimate"] <= LOOP_TARGET for m in s["models"].values()) for rec, s in summary.items()}
     path = run.save({"recipes": summary, "loop_target": LOOP_TARGET, "loop_target_met": met,
-                     "goal_met": {rec: s["goal"]["ci_low"] > 0 for rec, s in summary.items()}})
+                     "goal_met": {rec: s["goal"]["ci_low"] > 0 for rec, s in summary.items()},
+                     "tables": {"recipes": table(summary)}})
     for rec, s in summary.items():
         loops = ", ".join(f"{fam} {m['loops']['estimate']:.3f}" for fam, m in s["models"].items())
         print(f"{rec}: loops {loops}; goal {s['goal']['estimate']:.3f} [{s['goal']['ci_low']:.3f}, "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import nbformat
@@ -249,3 +250,16 @@ def test_strip_timing_replaces_progress_widgets_by_their_final_text():
     assert out.cells[0].outputs[0].data == {"text/plain": "Loading weights: 100%|██████████| 136/136 [00:00<00:00]"}
     assert out.cells[0].outputs[1].data == {"text/plain": "fallback"}
     nbformat.validate(out)
+
+
+def test_papermill_warns_only_about_parameters_the_pipeline_did_not_check(caplog):
+    """Overrides are checked against the profile before papermill runs; its "unknown parameter" warning (the
+    key is not in the parameters cell) is dropped for them only, and only while the notebook runs."""
+    log = logging.getLogger("papermill")
+    with caplog.at_level("WARNING", logger="papermill"):
+        with pipeline.known_parameters({"profile": "smoke", "vlm_lr": 0.0002}):
+            log.warning("Passed unknown parameter: vlm_lr")
+            log.warning("Passed unknown parameter: not_a_key")
+        log.warning("Passed unknown parameter: vlm_lr")
+    assert [r.getMessage() for r in caplog.records] == ["Passed unknown parameter: not_a_key",
+                                                        "Passed unknown parameter: vlm_lr"]

@@ -11,7 +11,7 @@ import pytest
 from cag_utils.run import readme_tables, stage3_text
 from cag_utils.run.report import RESULTS_ROOT
 
-SOURCES = ["05_finetune", "06_evaluation", "lesion_resolution", "lesion_learnability"]
+SOURCES = ["05_finetune", "06_evaluation", "lesion_resolution", "lesion_learnability", "lora_recipes"]
 NAME = "stage3-findings"
 
 
@@ -202,3 +202,25 @@ def test_the_view_counts_as_learned_only_with_a_lower_end_above_chance(results: 
         res["control"]["scores"]["gemma3"]["view_accuracy_real"] = ci(0.50, 0.40, 0.60)
     edit(results, "05_finetune", change)
     assert "the view is learned above chance by Gemma3 (0.300 to 0.500 on the real frame" in text(results)
+
+
+def test_the_recipes_sentence_flips_with_their_loops_and_goal(results: Path):
+    def set_all(loops: float, goal_low: float, only: str | None = None):
+        def change(res):
+            for name, run in res["recipes"].items():
+                if "overrides" in run and (only is None or name == only):
+                    for m in run["models"].values():
+                        m["loops"] = ci(loops, 0.0, loops + 0.02)
+                    run["goal"] = ci(goal_low + 0.03, goal_low, goal_low + 0.06)
+        edit(results, "lora_recipes", change)
+
+    recipes = json.loads((results / "lora_recipes.json").read_text())["results"]["recipes"]
+    others = [name for name, run in recipes.items() if "overrides" in run]
+    assert others, "the committed study has no recipe besides the profile's"
+    set_all(0.10, -0.01)
+    body = text(results)
+    assert "`benchmarks/lora_recipes.py`" in body and all(f"{name}: loops up to 10.0%" in body for name in others)
+    assert "none of them meets the loop target or the goal" in body
+    set_all(0.01, 0.004, only=others[0])
+    body = text(results)
+    assert f"the loop target is met by {others[0]}; the goal is met by {others[0]}" in body

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import time
@@ -70,7 +71,7 @@ from cag_utils.run.steps import (
 __all__ = [
     "EXECUTED_ROOT", "FIGURES_ROOT", "NOTEBOOKS_DIR", "PACKAGE_DIR", "RESULTS_ROOT", "RUNS_ROOT", "WIDGET_STATE",
     "WIDGET_VIEW", "WORK_ROOT", "Layout", "Step", "StepOutcome", "code_digests", "discover_steps", "flatten_widgets",
-    "main", "notebook_parameters", "notebook_section", "output_layout", "override_run_name", "run_folder_name",
+    "known_parameters", "main", "notebook_parameters", "notebook_section", "output_layout", "override_run_name", "run_folder_name",
     "run_pipeline", "select_steps", "source_digest", "step_components", "step_hash", "step_parameters",
     "strip_timing",
 ]
@@ -205,6 +206,30 @@ def run_pipeline(
         return outcomes
 
 
+class _KnownParameters(logging.Filter):
+    """Drops papermill's "Passed unknown parameter: K" for the keys the pipeline has already checked against
+    the profile (`step_parameters`): the notebooks read any profile key, not only those in their parameters cell."""
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__()
+        self.names = set(names)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message, prefix = record.getMessage(), "Passed unknown parameter: "
+        return not (message.startswith(prefix) and message[len(prefix):] in self.names)
+
+
+@contextlib.contextmanager
+def known_parameters(params: Mapping[str, Any]):
+    """While papermill runs: its warning about parameters outside the parameters cell, silenced for ``params``."""
+    log, flt = logging.getLogger("papermill"), _KnownParameters(list(params))
+    log.addFilter(flt)
+    try:
+        yield
+    finally:
+        log.removeFilter(flt)
+
+
 def _run_step(step: Step, params: Mapping[str, Any], layout: Layout, work_root: Path, profile: str,
               notebooks_dir: Path, kernel_name: str, cell_timeout: int, log: Callable[[str], None],
               previous: Mapping[str, str], record: Callable[[dict[str, str], float], None]) -> StepOutcome:
@@ -217,7 +242,7 @@ def _run_step(step: Step, params: Mapping[str, Any], layout: Layout, work_root: 
     try:
         staged.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with kernel_output_root(stage):
+            with kernel_output_root(stage), known_parameters(params):
                 pm.execute_notebook(
                     step.path, staged, parameters=dict(params), kernel_name=kernel_name, cwd=notebooks_dir,
                     execution_timeout=cell_timeout, progress_bar=False, log_output=False,

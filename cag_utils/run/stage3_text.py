@@ -1,7 +1,8 @@
 """The findings paragraph of docs/stage3.md ("What the smoke run shows"), generated from results/*.json.
 
 Block `stage3-findings` of `cag_utils.run.readme_tables`. Every number comes from `results/05_finetune.json`,
-`results/06_evaluation.json`, `results/lesion_resolution.json` and `results/lesion_learnability.json` (their `results`, and their recorded
+`results/06_evaluation.json`, `results/lesion_resolution.json`, `results/lesion_learnability.json` and
+`results/lora_recipes.json` (their `results`, and their recorded
 `config`), formatted as the other blocks format them, except the control target TARGET_ARTERY. Every verdict is
 computed from the same numbers, so the sentences flip with them: the goal (ConceptCLIP-Gemma3's shown-artery
 lesion F1 above the text-only control, lower end above 0), which models meet the control target, the blanked
@@ -205,7 +206,7 @@ def routes_resolution_loss(res: Results) -> list[str]:
                                                            for f in rises) else "")
         + f" (LoRA at lr {number(float(cfg['vlm_lr']))} on a well-pretrained LM)"] if rises else [])
     if parts:
-        out.append("With LoRA the summary loss " + "; it ".join(parts) + ".")
+        out.append("With LoRA the summary loss " + "; it ".join(parts) + "." + recipes(res))
     return out
 
 
@@ -231,6 +232,23 @@ def learnability(res: Results, small: int) -> str:
             f"{interval(frames)}, and {big} px instead of {small} px (the same frames re-rendered) "
             f"{helps(pixels)} {interval(pixels)}: {verdict}. Key frames at {big} px for stage 3 itself were "
             f"not run: the stand-in encoders would have to be pretrained again at {big} px.")
+
+
+def recipes(res: Results) -> str:
+    """Other LoRA recipes, run side by side (`benchmarks/lora_recipes.py`): their loops and goal."""
+    runs = res.get("lora_recipes", "recipes")
+    others = {name: r for name, r in runs.items() if "overrides" in r}
+    if not others:
+        return ""
+    worst = lambda r: max(m["loops"]["estimate"] for m in r["models"].values())   # noqa: E731
+    parts = [f"{name}: loops up to {number(100 * worst(r), 1)}%, goal {interval(r['goal'])}" for name, r in others.items()]
+    loops_met = [name for name, r in others.items() if worst(r) <= TARGET_LOOPS]
+    goal_met = [name for name, r in others.items() if r["goal"]["ci_low"] > 0]
+    verdict = ("none of them meets the loop target or the goal" if not loops_met and not goal_met else
+               "; ".join(([f"the loop target is met by {names(loops_met)}"] if loops_met else [])
+                         + ([f"the goal is met by {names(goal_met)}"] if goal_met else [])))
+    return (f" Other LoRA recipes, each one change to the profile's and run through notebooks 05 and 06 "
+            f"(`benchmarks/lora_recipes.py`, `results/lora_recipes.json`): {'; '.join(parts)}; {verdict}.")
 
 
 def missed_targets(res: Results, reached: bool) -> list[str]:
