@@ -2,7 +2,8 @@
 
 Notebooks 05 and 06 are run again with one recipe change each (`python -m cag_utils.run.pipeline --only 05
 --only 06 -p KEY=VALUE --run-name lora-<recipe>`; outputs under `runs/`, the committed ones untouched), and
-every recipe's stage-3 targets are read from its results files beside the profile's own (the committed run):
+every recipe's stage-3 targets are read from its results files beside the profile's own (the committed run) and
+those of trials that retrained a stand-in (`TRIALS`, kept under `results/trials/`):
 held-out summary loss with LoRA, the share of w/ LoRA outputs that repeat a lesion segment or a 4-gram
 (target: at most 2 % for every model), the positive control's artery accuracy, and the shown-artery lesion
 F1 of ConceptCLIP-Gemma3 minus the text-only control (goal: lower end above 0), all with the notebooks' 95 %
@@ -39,6 +40,10 @@ RECIPES = {
     "lr 0.0002": {"vlm_lr": 0.0002},
     "240 steps": {"vlm_max_steps": 240, "vlm_epochs": 5},
     "best of 8 evaluations": {"vlm_load_best": True, "vlm_eval_points": 8},
+}
+# trials that changed a stand-in, not notebook 05's recipe: their notebook 05-06 results, kept under results/trials/
+TRIALS = {
+    "LM stand-in with 6 layers": ({"vlm_standin_layers": 6}, "results/trials/lm-6-layers-ffd950e"),
 }
 LOOP_TARGET = 0.02
 
@@ -131,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         folder = ROOT / "runs" / run_name(recipe) / "results"
         if (folder / "06_evaluation.json").exists():
             summary[recipe] = {"overrides": overrides, **summarise(folder)}
-    run = Run("lora_recipes", {**cfg, "recipes": RECIPES})
+    for trial, (overrides, folder) in TRIALS.items():
+        summary[trial] = {"overrides": overrides, "results": folder, **summarise(ROOT / folder)}
+    run = Run("lora_recipes", {**cfg, "recipes": RECIPES, "trials": {k: v[1] for k, v in TRIALS.items()}})
     run.figure(plot(summary), "", show=False, caption=(
         "Stage-3 LoRA recipes side by side (smoke): left, the share of w/ LoRA outputs that repeat a lesion segment "
         "or a 4-gram, per model, with 95 % patient intervals (dashed: the target, at most 2 %); right, "
