@@ -35,15 +35,18 @@ from cag_utils.intervals import format_interval  # noqa: E402
 from cag_utils.run.config import load_config  # noqa: E402
 from cag_utils.run.results import Run  # noqa: E402
 
-# one change each against the profile: the paper's learning rate, twice the steps, the best validation checkpoint
+# one change each against the profile: Gemma3's image tokens pooled 2x2 (the profile's before commit 05a031a), the
+# paper's learning rate, twice the steps, the best validation checkpoint
 RECIPES = {
+    "16 image tokens (2x2 pooled)": {"vlm_gemma3_image_tokens": 16},
     "lr 0.0002": {"vlm_lr": 0.0002},
     "240 steps": {"vlm_max_steps": 240, "vlm_epochs": 5},
     "best of 8 evaluations": {"vlm_load_best": True, "vlm_eval_points": 8},
 }
 # trials that changed a stand-in, not notebook 05's recipe: their notebook 05-06 results, kept under results/trials/
 TRIALS = {
-    "LM stand-in with 6 layers": ({"vlm_standin_layers": 6}, "results/trials/lm-6-layers-ffd950e"),
+    "LM stand-in with 6 layers, 16 image tokens": ({"vlm_standin_layers": 6, "vlm_gemma3_image_tokens": 16},
+                                                   "results/trials/lm-6-layers-ffd950e"),
 }
 LOOP_TARGET = 0.02
 
