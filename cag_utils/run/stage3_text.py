@@ -262,7 +262,7 @@ def recipes(res: Results) -> str:
                          + ([f"the goal is met by {names(goal_met)}"] if goal_met else [])))
     profile = [r for r in runs.values() if "overrides" not in r]
     only = (f" The committed run is the only one of these {COUNTS.get(len(runs), len(runs))} runs that reaches the goal, "
-            "and its settings were chosen after the others had missed it: its lower end is the best of several "
+            "and its settings were chosen after runs with other settings had missed it: its lower end is the best of several "
             "tries, not one test fixed in advance." if profile and profile[0]["goal"]["ci_low"] > 0 and not goal_met
             else "")
     return (f" Other LoRA recipes, each one change to the profile's and run through notebooks 05 and 06 "
