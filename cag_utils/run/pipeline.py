@@ -71,8 +71,8 @@ from cag_utils.run.steps import (
 __all__ = [
     "EXECUTED_ROOT", "FIGURES_ROOT", "NOTEBOOKS_DIR", "PACKAGE_DIR", "RESULTS_ROOT", "RUNS_ROOT", "WIDGET_STATE",
     "WIDGET_VIEW", "WORK_ROOT", "Layout", "Step", "StepOutcome", "code_digests", "discover_steps", "flatten_widgets",
-    "known_parameters", "main", "notebook_parameters", "notebook_section", "output_layout", "override_run_name", "run_folder_name",
-    "run_pipeline", "select_steps", "source_digest", "step_components", "step_hash", "step_parameters",
+    "known_parameters", "main", "notebook_parameters", "notebook_section", "output_layout", "override_run_name",
+    "run_folder_name", "run_pipeline", "select_steps", "source_digest", "step_components", "step_hash", "step_parameters",
     "strip_timing",
 ]
 

@@ -77,7 +77,8 @@ def train(model, train_set: list, eval_set: list, collator, p: dict[str, Any], o
         warmup_steps=int(round(p["warmup_ratio"] * steps)), weight_decay=p["weight_decay"], max_grad_norm=p["max_grad_norm"],
         logging_steps=max(1, steps // 30), eval_strategy="steps" if eval_set else "no", eval_steps=eval_every,
         save_strategy="steps" if best else "no", save_steps=eval_every, save_total_limit=1 if best else None,
-        load_best_model_at_end=best, metric_for_best_model="eval_loss", greater_is_better=False, report_to=[], seed=seed, data_seed=seed, use_cpu=not gpu, bf16=gpu,
+        load_best_model_at_end=best, metric_for_best_model="eval_loss", greater_is_better=False, report_to=[],
+        seed=seed, data_seed=seed, use_cpu=not gpu, bf16=gpu,
         gradient_checkpointing=gpu, remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True,
         label_names=["labels"])
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set or None,
