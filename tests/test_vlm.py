@@ -202,6 +202,8 @@ def test_assemble_save_load_train_generate(name, parts, corpus, tmp_path):
     assert (batch["attention_mask"][:, -1] == 1).all()   # left padding
     texts, timing = generate.generate(reloaded, processor, prompts, gen_col, 3, 5)
     assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+    beams = generate.generate(reloaded, processor, prompts, gen_col, 3, 5, num_beams=3)[0]   # beam search, batched
+    assert len(beams) == 3 and beams == generate.generate(reloaded, processor, prompts, gen_col, 2, 5, num_beams=3)[0]
     blank = data.encode_examples(arch, processor, kept[:2], 10**6, blank_value=128)[0]
     assert (blank[0]["pixel_values"] == blank[0]["pixel_values"].flatten()[0]).all()
 
@@ -226,6 +228,18 @@ def test_load_best_keeps_the_weights_of_the_lowest_validation_loss(parts, corpus
     mean = lambda m: float(np.divide(*generate.example_losses(m, enc[4:5], col, 1).sum(0)))   # noqa: E731
     assert mean(peft_model) == pytest.approx(record["best_eval_loss"], abs=2e-5)
     assert not (tmp_path / "trainer").exists()
+
+
+def test_the_adapter_name_changes_with_the_lora_seed_offset_and_not_without_it(corpus):
+    root, rec = corpus
+    examples, _ = data.make_examples(rec, root, ("ja", "en"), TEMPLATES)
+    kept = {s: [e for e in examples if e.split == s] for s in ("train", "val")}
+    cfg = load_config("smoke", "finetune")
+    name = lambda c: stage.adapter_folder(c, "gemma3", root / "gemma3-abc", kept, root).name  # noqa: E731
+    without = {k: v for k, v in cfg.items() if k != "vlm_lora_seed_offset"}
+    assert name({**cfg, "vlm_lora_seed_offset": 0}) == name(without)   # committed adapters keep their names
+    assert name({**cfg, "vlm_lora_seed_offset": 1}) != name(without)
+    assert stage.lora_seed({**cfg, "vlm_lora_seed_offset": 1}) == cfg["seed"] + 1
 
 
 def test_text_only_control_sees_no_image(parts, corpus):

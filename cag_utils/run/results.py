@@ -64,7 +64,8 @@ def describe_device() -> str:
 
     if torch.cuda.is_available():
         return f"cuda: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return (f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+            f"{torch.backends.cpu.get_cpu_capability()} kernels")
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -1,6 +1,6 @@
-"""Batched greedy decoding, held-out losses, and the image-reliance measure.
+"""Batched decoding, held-out losses, and the image-reliance measure.
 
-Decoding: greedy, batches left-padded, ``max_new_tokens`` from the profile; the prompt is cut off the
+Decoding: greedy (``num_beams`` 1) or beam search, deterministic either way; batches left-padded, ``max_new_tokens`` from the profile; the prompt is cut off the
 output and special tokens are dropped. Held-out loss: the mean token cross-entropy on the summary
 (labels), summed per example so that per-patient sums can be bootstrapped. Image reliance of a model:
 held-out loss with every image replaced by a constant frame minus the loss with the real images
@@ -22,16 +22,18 @@ def _batches(items: list, size: int):
 
 @torch.no_grad()
 def generate(model, processor, encoded: list[dict[str, torch.Tensor]], collator, batch_size: int,
-             max_new_tokens: int, repetition_penalty: float = 1.0) -> tuple[list[str], dict[str, float]]:
-    """Greedy outputs for prompt encodings (no target), and {tokens, seconds} for the throughput.
-    ``repetition_penalty`` (profile key ``vlm_repetition_penalty``; 1.0 = none) is passed to ``generate``."""
+             max_new_tokens: int, repetition_penalty: float = 1.0, num_beams: int = 1
+             ) -> tuple[list[str], dict[str, float]]:
+    """Outputs for prompt encodings (no target), and {tokens, seconds} for the throughput.
+    ``repetition_penalty`` (profile key ``vlm_repetition_penalty``; 1.0 = none) and ``num_beams``
+    (``vlm_num_beams``; 1 = greedy, more = beam search, the best beam kept) are passed to ``generate``."""
     model.eval()
     texts, n_new, t0 = [], 0, time.perf_counter()
     device = next(model.parameters()).device
     for batch in _batches(encoded, batch_size):
         inputs = {k: v.to(device) for k, v in collator(batch).items() if k != "labels"}
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             repetition_penalty=repetition_penalty,
+                             repetition_penalty=repetition_penalty, num_beams=num_beams,
                              pad_token_id=processor.tokenizer.pad_token_id, eos_token_id=processor.tokenizer.eos_token_id)
         new = out[:, inputs["input_ids"].shape[1]:]
         n_new += int((new != processor.tokenizer.pad_token_id).sum())

@@ -239,6 +239,12 @@ def train_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
+def lora_seed(cfg: dict[str, Any]) -> int:
+    """The seed of LoRA's initialisation and batch order: the profile's seed plus ``vlm_lora_seed_offset``
+    (0 by default; another value repeats stage 3 with a new draw of the same recipe)."""
+    return int(cfg["seed"]) + int(cfg.get("vlm_lora_seed_offset") or 0)
+
+
 def lora_params(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"r": cfg["vlm_lora_r"], "alpha": cfg["vlm_lora_alpha"], "dropout": cfg["vlm_lora_dropout"],
             "targets": cfg["vlm_lora_targets"]}
@@ -269,26 +275,22 @@ def finetune_family(cfg: dict[str, Any], name: str, source: Path | None, example
         test_blank = encode(kept["test"], 10**9, with_target=True, blank_value=blank)[0]
         blank_prompts = encode(kept["test"], 10**9, with_target=False, blank_value=blank)[0]
     gen = lambda m, e: generate.generate(m, processor, e, gen_col, cfg["vlm_gen_batch_size"], cfg["vlm_max_new_tokens"],  # noqa: E731
-                                         cfg["vlm_repetition_penalty"])
+                                         cfg["vlm_repetition_penalty"], cfg["vlm_num_beams"])
     outputs, timing = {}, {}
     outputs["without_lora"], timing["generate_without_lora"] = gen(model, test_prompts)
     base_losses = generate.example_losses(model, enc["test"], train_col, cfg["vlm_gen_batch_size"])
 
     lp, tp = lora_params(cfg), train_params(cfg)
-    # the adapter folder is named by everything that changes its weights
-    origin = source.name if source is not None else str(cfg[fam.path_key])   # not the full path: staging folders differ
-    key = standins.digest(lp, {k: v for k, v in tp.items() if k != "device"}, cfg["seed"], origin, text_only,
-                          [(e.record_id, e.language, e.prompt, e.reference) for e in kept["train"] + kept["val"]])[:12]
-    folder = adapter_root / f"{name}-{tag}-{key}"
+    folder = adapter_folder(cfg, name, source, kept, adapter_root, tag)
     if reusable_adapter(folder):
         model, record = lora.load_adapter(model, folder)
         counts = record["parameters"]
     else:
-        torch.manual_seed(int(cfg["seed"]))
+        torch.manual_seed(lora_seed(cfg))
         model = lora.lora_model(model, lp["r"], lp["alpha"], lp["dropout"], lp["targets"])
         counts = lora.parameter_counts(model)
         t0 = time.process_time()
-        record = lora.train(model, enc["train"], enc["val"], train_col, tp, folder, int(cfg["seed"]))
+        record = lora.train(model, enc["train"], enc["val"], train_col, tp, folder, lora_seed(cfg))
         record.update(parameters=counts, cpu_seconds=time.process_time() - t0,
                       train_tokens=_trained_tokens(enc["train"], record["steps"], tp["batch_size"]))
         lora.save_adapter(model, folder, record, merge=bool(cfg["vlm_save_merged"]))
@@ -307,6 +309,17 @@ def finetune_family(cfg: dict[str, Any], name: str, source: Path | None, example
             "blank": blanked}, "skipped": pd.concat(skipped, ignore_index=True), "record": record,
             "parameters": counts, "adapter": folder, "timing": timing,
             "length": {s: data.length_stats(e) for s, e in enc.items()}}
+
+
+def adapter_folder(cfg: dict[str, Any], name: str, source: Path | None, kept: dict[str, list[data.Example]],
+                   adapter_root: Path, tag: str = "lora") -> Path:
+    """``<adapter_root>/<family>-<tag>-<hash>``: named by everything that changes the adapter's weights (LoRA and
+    training settings, seed, base model, the training and validation examples), so a rerun finds it again."""
+    origin = source.name if source is not None else str(cfg[build.family(name).path_key])   # staging folders differ
+    tp = {k: v for k, v in train_params(cfg).items() if k != "device"}
+    key = standins.digest(lora_params(cfg), tp, lora_seed(cfg), origin, build.family(name).text_only,
+                          [(e.record_id, e.language, e.prompt, e.reference) for e in kept["train"] + kept["val"]])[:12]
+    return adapter_root / f"{name}-{tag}-{key}"
 
 
 def reusable_adapter(folder: Path) -> bool:
