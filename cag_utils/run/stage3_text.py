@@ -149,7 +149,8 @@ def summaries_and_probes(res: Results) -> tuple[list[str], bool]:
                 f"summary image reliance has every interval inside [{number(min(r['ci_low'] for r in rel.values()))}, "
                 f"{number(max(r['ci_high'] for r in rel.values()))}] nats per token")
     out = [f"**{title}:** {reliance}, and {MODELS[GOAL_MODEL]}'s shown-artery lesion F1 "
-           f"{'beats' if diff['estimate'] >= 0 else 'trails'} the text-only control by {interval(diff)}: the goal, "
+           f"{'beats the text-only control by' if diff['estimate'] >= 0 else 'minus the text-only control is'} "
+           f"{interval(diff)}: the goal, "
            f"a lower end above 0, {goal}."]
     probes = res.get("05_finetune", "probes")
     cc, sg = probes["conceptclip"]["severe_lesion_auroc"], probes["siglip"]["severe_lesion_auroc"]
@@ -269,8 +270,8 @@ def recipes(res: Results) -> str:
     draw = (f" These runs were made on an earlier corpus, before the CPU kernels were pinned (`cag_utils.cpukernels`): "
             f"another CNN picked other key frames, and there the profile's own settings looped in up to "
             f"{number(100 * worst(profile[0]), 1)}% and reached the goal at {interval(profile[0]['goal'])}, against "
-            f"{number(100 * loops_now, 1)}% and {interval(goal_now)} in the committed run: two draws of the corpus move "
-            "the loop rate by that much." if earlier else "")
+            f"{number(100 * loops_now, 1)}% and {interval(goal_now)} in the committed run: another draw of the corpus "
+            "moves both by that much." if earlier else "")
     only = (f" The {'profile' if earlier else 'committed'} run is the only one of these {COUNTS.get(len(runs), len(runs))} runs that reaches the goal, "
             "and its settings were chosen after runs with other settings had missed it: its lower end is the best of several "
             "tries, not one test fixed in advance." if profile and profile[0]["goal"]["ci_low"] > 0 and not goal_met
