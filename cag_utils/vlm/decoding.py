@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from cag_utils.evaluation.metrics.findings import lesion_f1, parse_summary
-from cag_utils.evaluation.metrics.quality import script_language, text_quality
+from cag_utils.evaluation.metrics.quality import text_quality
 
 LOOP_TARGET = 0.02      # issue 22: at most 2 % of w/ LoRA outputs repeat a lesion segment or a 4-gram
 LANGUAGE_TARGET = 0.98  # at least 98 % in the prompt's language
@@ -26,8 +26,7 @@ def validation_table(outputs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     ``outputs``: columns family, model, num_beams, patient_id, language, reference, output."""
     flags = pd.DataFrame([text_quality(t) for t in outputs["output"].fillna("")], index=outputs.index)
     scored = outputs.assign(repeated_any=flags["repeated_any"],
-                            in_language=[script_language(t) == lang for t, lang in zip(outputs["output"].fillna(""),
-                                                                                       outputs["language"])],
+                            in_language=flags["script"].to_numpy() == outputs["language"].to_numpy(),
                             has_plan=flags["has_plan"])
     rows = []
     for (family, model, beams), g in scored.groupby(["family", "model", "num_beams"], sort=False):
