@@ -104,3 +104,29 @@ def test_image_effects_are_paired_differences():
     with pytest.raises(ValueError, match="same records"):
         evaluation.image_effects(items[~((items.family == "m") & (items.record_id == "r0") & (items.variant == "with_lora"))],
                                  ["m"], None, seed=0)
+
+
+def test_pooled_draws_sum_the_counts_of_each_patient_over_draws():
+    truth = ["#6 90%", "#1 75%", "", "#11 99%", "#7 50%", "#2 90%", "#3 75%", "#13 90%"]
+    wrong = ["#5 50%"] * 8
+    a = _items(truth, {("m", "with_lora"): truth, ("m", "with_lora_blank_image"): wrong,
+                       ("text", "with_lora"): truth[:4] + wrong[4:]})
+    b = _items(truth, {("m", "with_lora"): truth[:2] + wrong[2:], ("m", "with_lora_blank_image"): wrong,
+                       ("text", "with_lora"): truth})
+    one = evaluation.image_effects(a, ["m", "text"], "text", seed=0)
+    # one draw, or the same draw twice: F1 of summed counts does not change when every count doubles
+    for pooled in ({"0": a}, {"0": a, "1": a}):
+        eff = evaluation.image_effects(evaluation.pool_draws(pooled), ["m", "text"], "text", seed=0)
+        assert eff["m.real_minus_text_only"] == pytest.approx(one["m.real_minus_text_only"])
+    both = evaluation.pool_draws({"0": a, "1": b})
+    assert len(both) == 2 * len(a) and both["record_id"].nunique() == 2 * a["record_id"].nunique()
+    eff = evaluation.image_effects(both, ["m", "text"], "text", seed=0)["m.real_minus_text_only"]
+    # by hand (7 true lesions, one per non-empty truth): draw a, m TP 7 and text TP 3, FP 4, FN 4; draw b, m TP 2,
+    # FP 6 (item 2 has no lesion), FN 5 and text TP 7
+    f1 = lambda tp, fp, fn: 2 * tp / (2 * tp + fp + fn)   # noqa: E731
+    assert eff["estimate"] == pytest.approx(f1(9, 6, 5) - f1(10, 4, 4))
+    assert eff["n_patients"] == 4 and eff["ci_low"] <= eff["estimate"] <= eff["ci_high"]
+    with pytest.raises(ValueError, match="do not cover the same items"):
+        evaluation.pool_draws({"0": a, "1": b.iloc[1:]})
+    with pytest.raises(ValueError, match="no draws"):
+        evaluation.pool_draws({})

@@ -38,8 +38,8 @@ TEXT_INTERVAL_KEYS = ("signature", "tokenizer_note", "normalisation")
 
 __all__ = ["LANGUAGE_LABELS", "METRICS", "METRIC_LABELS", "PAPER_NAME", "VARIANTS", "VARIANT_LABELS",
            "best_by_metric", "cell_key", "embedder_folder", "item_table", "key_frames", "load_predictions",
-           "metric_grid", "metrics_table", "order_rows", "per_item_rows", "rating_cases", "select_model",
-           "significance", "vlscore_items"]
+           "metric_grid", "metrics_table", "order_rows", "per_item_rows", "pool_draws", "rating_cases",
+           "select_model", "significance", "vlscore_items"]
 
 
 def cell_key(family: str, variant: str, language: str, metric: str) -> str:
@@ -190,6 +190,24 @@ def image_effects(items: pd.DataFrame, families: Sequence[str], control: str | N
         if control:
             out[f"{f}.real_minus_text_only"] = paired(real, counts(control, "with_lora"))
     return out
+
+
+def pool_draws(draws: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per-item rows of several draws of one recipe (e.g. LoRA seeds) as one table for ``image_effects``.
+
+    Each draw's ``record_id`` gets ``|<draw>`` appended, so a record is one item per draw, and the patient stays
+    the patient: the bootstrap then resamples patients with all their draws' outputs together, and the estimate
+    is the F1 of the counts summed over draws (one copy of a draw gives exactly the draw's own result). Every draw
+    must cover the same patients, records, languages and cells (ValueError otherwise)."""
+    if not draws:
+        raise ValueError("no draws to pool")
+    cells = ["record_id", "language", "patient_id", "family", "variant"]
+    keys = {name: sorted(map(tuple, d[cells].astype(str).to_numpy().tolist())) for name, d in draws.items()}
+    first, *_ = keys
+    if different := [name for name, k in keys.items() if k != keys[first]]:
+        raise ValueError(f"draws {different} do not cover the same items as {first!r}")
+    return pd.concat([d.assign(record_id=d["record_id"].astype(str) + f"|{name}") for name, d in draws.items()],
+                     ignore_index=True)
 
 
 def image_effect_table(effects: dict[str, Any], families: Sequence[str], labels: dict[str, str]) -> pd.DataFrame:
