@@ -12,7 +12,7 @@ import pytest
 from cag_utils.run import readme_tables, stage3_text
 from cag_utils.run.report import RESULTS_ROOT
 
-SOURCES = ["05_finetune", "06_evaluation", "lesion_resolution", "lesion_learnability", "lora_recipes"]
+SOURCES = ["05_finetune", "06_evaluation", "lesion_resolution", "lesion_learnability", "lora_recipes", "lora_seeds"]
 NAME = "stage3-findings"
 
 
@@ -254,3 +254,20 @@ def test_the_recipes_sentence_flips_with_their_loops_and_goal(results: Path):
     body = text(results)
     assert f"the loop target is met by {others[0]}; the goal is met by {others[0]}" in body
     assert "The committed run is the only one" not in body
+
+
+def test_the_lora_draws_sentence_follows_the_pooled_rule(results):
+    body = text(results)
+    assert "`benchmarks/lora_seeds.py`" in body and "pooled over" in body
+
+    def pooled(low: float):
+        def change(r):
+            for a in r["arms"].values():
+                a["pooled"][r["goal_key"]] = ci(0.05, low, 0.09)
+        return change
+
+    edit(results, "lora_seeds", pooled(0.01))
+    body = text(results)
+    assert "0.050 [0.010, 0.090] pooled over" in body and "the goal holds for the recipe" in body
+    edit(results, "lora_seeds", pooled(-0.01))
+    assert "the goal does not hold for the recipe" in text(results)
