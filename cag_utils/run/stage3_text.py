@@ -241,10 +241,17 @@ def lora_draws(res: Results) -> str:
     verdict = (f"by the rule fixed in advance (pooled lower end above 0) the goal holds for the recipe with "
                f"{names(met)} decoding" if met else
                "by the rule fixed in advance (pooled lower end above 0) the goal does not hold for the recipe")
+    others = [f"{MODELS.get(f, f)} ({arm}: {interval(a['pooled'][f'{f}.real_minus_text_only'])} over the text-only "
+              f"control, {interval(a['pooled'][f'{f}.real_minus_blank'])} over its blanked frame)"
+              for arm, a in arms.items() for f in dict.fromkeys(k.split(".")[0] for k in a["pooled"])
+              if f != key.split(".")[0] and all(a["pooled"][f"{f}.{d}"]["ci_low"] > 0
+                                                for d in ("real_minus_text_only", "real_minus_blank"))]
+    extra = (f" Outside the test (another model, one of several comparisons, so a lead rather than a finding), the pooled "
+             f"lower ends clear 0 on both differences for {names(others)}." if others else "")
     return (f" Redrawing LoRA instead ({names(list(map(str, res.get('lora_seeds', 'seeds'))))} as "
             "`vlm_lora_seed_offset` on the committed corpus, a test written down before it was run: "
             f"`benchmarks/lora_seeds.py`), ConceptCLIP-Gemma3 minus the text-only control is {'; '.join(parts)}: "
-            f"{verdict}.")
+            f"{verdict}.{extra}")
 
 
 def learnability(res: Results, small: int) -> str:
