@@ -23,7 +23,8 @@ Protocol (fixed in the commit that added this file, before any of its runs):
   Validation (``benchmarks/decoding.py``) showed beams listing more lesions for every model; this arm asks
   whether they change the frame's contribution.
 
-Writes ``results/lora_seeds.json`` (with ``tables.draws`` and ``tables.pooled``) and ``figures/lora_seeds.png|pdf``.
+Writes ``results/lora_seeds.json`` (with ``tables.draws`` and ``tables.pooled``), the per-item lesion rows of every
+draw it pooled (``results/lora_seeds_items.csv``) and ``figures/lora_seeds.png|pdf``.
 Not part of CI or ``make reproduce``: about 9 minutes per greedy draw and 3 per beam draw on 2 cores.
 
     python benchmarks/lora_seeds.py                 # both arms, every draw (skips runs that are up to date)
@@ -91,9 +92,18 @@ def draw_summary(folder: Path) -> dict:
                       if k.endswith(".with_lora")}}
 
 
-def pooled_effects(folders: dict[str, Path], seed: int) -> dict:
-    """The paired image effects of the draws' per-item scores pooled (``evaluation.pool_draws``)."""
+ITEM_COLUMNS = ["record_id", "patient_id", "family", "variant", "language", "lesions_shown_true", "lesions_shown_pred"]
+
+
+def draw_items(folders: dict[str, Path]) -> dict[str, pd.DataFrame]:
+    """Each draw's per-item lesion rows with LoRA (real and blanked frame), from its notebook-06 scores."""
     items = {name: pd.read_csv(f / "06_evaluation_scores.csv", keep_default_na=False) for name, f in folders.items()}
+    return {name: d.loc[d["variant"] != "without_lora", ITEM_COLUMNS] for name, d in items.items()}
+
+
+def pooled_effects(items: dict[str, pd.DataFrame], seed: int) -> dict:
+    """The paired image effects of the draws' per-item rows pooled (``evaluation.pool_draws``); the same function
+    recomputes them from ``results/lora_seeds_items.csv`` (tests/test_lora_seeds.py)."""
     families = list(dict.fromkeys(next(iter(items.values()))["family"]))
     return evaluation.image_effects(evaluation.pool_draws(items), families, CONTROL, seed=seed)
 
@@ -138,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-run", action="store_true", help="summarise the runs that exist; run nothing")
     args = ap.parse_args(argv)
     cfg = load_config(args.profile, "evaluation")
-    arms = {}
+    arms, rows = {}, []
     for arm in args.arms:
         for seed in SEEDS:
             if not args.no_run and run_name(seed, arm) is not None:
@@ -147,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         if not folders:
             continue
         draws = {s: draw_summary(f) for s, f in folders.items()}
-        pooled = {k: _interval(v) for k, v in pooled_effects(folders, cfg["seed"]).items()}
+        items = draw_items(folders)
+        rows += [d.assign(arm=arm, draw=name) for name, d in items.items()]
+        pooled = {k: _interval(v) for k, v in pooled_effects(items, cfg["seed"]).items()}
         above = {k: sum(d["effects"][k]["ci_low"] > 0 for d in draws.values()) for k in pooled}
         arms[arm] = {"overrides": ARMS[arm], "draws": draws, "pooled": pooled, "draws_above_zero": above,
                      "spread": {k: [min(d["effects"][k]["estimate"] for d in draws.values()),
@@ -159,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         "The goal over five LoRA draws on the committed corpus (smoke): ConceptCLIP-Gemma3 minus the text-only control "
         "on shown-artery lesion F1 per draw (circles) and pooled over the draws (diamond: the pre-registered "
         "estimate), with 95 % patient-bootstrap intervals; one panel per decoding arm."))
+    if rows:   # per-item rows of every draw, so that the pooled numbers can be recomputed
+        run.table(pd.concat(rows, ignore_index=True)[["arm", "draw", *ITEM_COLUMNS]], "items")
     path = run.save({"seeds": list(SEEDS), "goal_key": goal, "arms": arms,
                      "goal_met": {arm: a["complete"] and a["pooled"][goal]["ci_low"] > 0 for arm, a in arms.items()},
                      "tables": tables(arms)})
