@@ -56,8 +56,13 @@ def run_name(recipe: str) -> str:
 
 
 def run_recipe(profile: str, recipe: str, overrides: dict) -> None:
+    run_stage3(profile, run_name(recipe), overrides)
+
+
+def run_stage3(profile: str, name: str, overrides: dict) -> None:
+    """Notebooks 05 and 06 with ``overrides`` under ``runs/<name>/`` (the committed outputs untouched)."""
     cmd = [sys.executable, "-m", "cag_utils.run.pipeline", "--profile", profile, "--only", "05", "--only", "06",
-           "--run-name", run_name(recipe)]
+           "--run-name", name]
     for key, value in overrides.items():
         cmd += ["-p", f"{key}={json.dumps(value)}"]
     print(" ".join(cmd[1:]), flush=True)

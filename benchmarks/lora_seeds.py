@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +51,9 @@ from cag_utils.evaluation import evaluation  # noqa: E402
 from cag_utils.intervals import format_interval  # noqa: E402
 from cag_utils.run.config import load_config  # noqa: E402
 from cag_utils.run.results import Run  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from lora_recipes import _interval, run_stage3  # noqa: E402  (the same notebook 05-06 run and interval cells)
 
 SEEDS = (0, 1, 2, 3, 4)
 ARMS = {"greedy": {}, "2 beams": {"vlm_num_beams": 2}}
@@ -73,15 +75,7 @@ def results_dir(seed: int, arm: str) -> Path:
 
 
 def run_draw(profile: str, seed: int, arm: str) -> None:
-    cmd = [sys.executable, "-m", "cag_utils.run.pipeline", "--profile", profile, "--only", "05", "--only", "06",
-           "--run-name", run_name(seed, arm), "-p", f"vlm_lora_seed_offset={seed}"]
-    cmd += [a for key, value in ARMS[arm].items() for a in ("-p", f"{key}={json.dumps(value)}")]
-    print(" ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
-
-
-def _interval(cell: dict) -> dict:
-    return {k: cell[k] for k in ("estimate", "ci_low", "ci_high")}
+    run_stage3(profile, run_name(seed, arm), {"vlm_lora_seed_offset": seed, **ARMS[arm]})
 
 
 def draw_summary(folder: Path) -> dict:
