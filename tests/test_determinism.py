@@ -16,7 +16,9 @@ def _run(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
         m.setenv("CAG_OUTPUT_ROOT", str(tmp))  # the kernel inherits it: outputs go under tmp
         pm.execute_notebook(NOTEBOOK, tmp / "out.ipynb", kernel_name="python3", progress_bar=False,
                             cwd=str(NOTEBOOK.parent),
-                            parameters={"n_annotation_exams": 6, "n_independent_exams": 2, "image_size": 64})
+                            parameters={"n_annotation_exams": 6, "n_independent_exams": 2, "image_size": 64,
+                                        # the realism renders (40 exams, 3 at 512 px: 17 s a run) at toy size
+                                        "realism_exams": 4, "realism_render_exams": 1, "realism_size": 128})
     record = json.loads((tmp / "results" / "01_data.json").read_text())
     record["provenance"].pop("timing")
     return record
