@@ -11,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install reproduce test test-fast lab paper book bench variance ceiling standins gpu-check clean
+.PHONY: help install reproduce test test-fast lab paper book bench budget variance ceiling standins gpu-check clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,9 @@ bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
 	$(PY) benchmarks/bench_cnn.py --out results/bench_cnn.json
 	$(PY) benchmarks/bench_vlm.py --out results/bench_vlm.json   # needs notebook 05's cached stand-ins
 	$(PY) benchmarks/paper_estimate.py   # the paper profile's time and memory per step (reads bench_data.json)
+
+budget: $(STAMP) ## The two time budgets: `make reproduce` and `make test`, each in a fresh clone of HEAD with its install, and the machine's CNN step time -> results/budget.json, figures/budget.png (50-85 min on 2 cores)
+	$(PY) benchmarks/budget.py
 
 variance: $(STAMP) ## Seed spread of the CNN (5 training seeds, after reproduce) -> results/variance_02_cnn.json
 	$(PY) benchmarks/seed_spread.py --profile $(PROFILE) --seeds 5

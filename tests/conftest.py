@@ -33,6 +33,7 @@ _MAKERS = [
     (r"cnn_ceiling|cnn_pretrain_effect", "make ceiling"),
     (r"paper_estimate", "python benchmarks/paper_estimate.py"),
     (r"bench_", "make bench"),
+    (r"budget", "make budget"),
     (r"fuzz_dicom", "python benchmarks/fuzz_dicom.py --cases 5000 --ingest-cases 1000 --seed 0"),
     (r"^models/standins/.*/README\.md$", "python -m cag_utils.run.model_cards --profile smoke"),
     (r"^models/standins/", "make standins"),

@@ -1,0 +1,47 @@
+"""The time-budget benchmark (benchmarks/budget.py): how it reads the pipeline log and pytest's JUnit report, and
+the committed measurement's verdicts follow from its own numbers."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from cag_utils.run.config import REPO_ROOT
+
+
+def _budget():
+    spec = importlib.util.spec_from_file_location("budget", REPO_ROOT / "benchmarks" / "budget.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebook_times_come_from_the_pipeline_lines():
+    log = ("preflight: all OK\n[01_data] ok in 346.5 s\nnoise [02_cnn] ok in 1 s\n[02_cnn] ok in 523.4 s\n"
+           "[03_extraction] skipped (up to date)\n[05_finetune] ok in 681.6 s\n")
+    assert _budget().pipeline_notebook_seconds(log) == {"01_data": 346.5, "02_cnn": 523.4, "05_finetune": 681.6}
+
+
+def test_junit_report_is_split_into_notebooks_and_other_tests(tmp_path):
+    (tmp_path / "j.xml").write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="notebooks.01_data.ipynb" name="Cell 0" time="2.5"/>'
+        '<testcase classname="notebooks.01_data.ipynb" name="Cell 3" time="300"/>'
+        '<testcase classname="notebooks.02_cnn.ipynb" name="Cell 6" time="600"><failure message="x"/></testcase>'
+        '<testcase classname="tests.test_a" name="test_slow" time="90"/>'
+        '<testcase classname="tests.test_a" name="test_skip" time="0.01"><skipped message="missing system tool: x"/></testcase>'
+        '<testcase classname="tests.test_b" name="test_fast" time="1"/>'
+        "</testsuite></testsuites>", encoding="utf-8")
+    out = _budget().junit_summary(tmp_path / "j.xml", slowest=2)
+    assert out["counts"] == {"passed": 4, "failed": 1, "skipped": 1}
+    assert out["notebooks_s"] == {"01_data": 302.5, "02_cnn": 600.0}
+    assert out["other_tests_s"] == pytest.approx(91.0, abs=0.1)
+    assert [t["test"] for t in out["slowest_other_tests"]] == ["tests.test_a::test_slow", "tests.test_b::test_fast"]
+
+
+def test_parts_add_up_to_the_total():
+    record = {"command": "reproduce", "install_s": 200.0, "total_s": 1500.0, "notebooks_s": {"01_data": 300.0, "02_cnn": 700.0}}
+    parts = _budget().parts(record)
+    assert parts[0] == ("install", 200.0) and sum(s for _, s in parts) == pytest.approx(1500.0)
+
