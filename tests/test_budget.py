@@ -45,3 +45,17 @@ def test_parts_add_up_to_the_total():
     parts = _budget().parts(record)
     assert parts[0] == ("install", 200.0) and sum(s for _, s in parts) == pytest.approx(1500.0)
 
+
+
+def test_committed_budget_verdicts_follow_from_its_numbers(require):
+    record = json.loads(require("results/budget.json").read_text(encoding="utf-8"))
+    bench = _budget()
+    assert set(record["commands"]) <= set(bench.BUDGETS_S)
+    for command, r in record["commands"].items():
+        assert r["budget_s"] == bench.BUDGETS_S[command]
+        assert r["met"] == (r["rc"] == 0 and r["total_s"] <= r["budget_s"]), command
+        assert sum(s for _, s in bench.parts(r)) == pytest.approx(r["total_s"], abs=1.0), command
+        assert r["step_s_before"] > 0 and r["step_s_after"] > 0
+        if command == "reproduce" and r["rc"] == 0:   # every notebook ran, in a fresh clone
+            notebooks = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+            assert sorted(r["notebooks_s"]) == notebooks

@@ -136,6 +136,22 @@ def test_a_missing_result_gives_a_block_that_says_so(tmp_path: Path):
     assert "results/03_extraction.json is not there" in bodies["headline-stage2"][0]
 
 
+def test_the_budget_block_renders_the_benchmark_record(tmp_path: Path):
+    assert "results/budget.json is not there" in readme_tables.render("budget", tmp_path)
+    command = {"install_s": 150.0, "notebooks_s": {"01_data": 300.0, "02_cnn": 600.0}, "budget_s": 1200,
+               "step_s_before": 0.25, "step_s_after": 0.31}
+    (tmp_path / "budget.json").write_text(json.dumps({
+        "git_sha": "abcdef0123", "started_at": "2026-12-06T14:10:04+0000",
+        "machine": {"processor": "AMD EPYC", "cpu_count": 2},
+        "commands": {"reproduce": {**command, "total_s": 1260.0, "rc": 0, "met": False},
+                     "test": {**command, "budget_s": 1800, "total_s": 1700.0, "rc": 0, "met": True,
+                              "counts": {"passed": 1010, "failed": 0, "skipped": 3}}}}))
+    body = readme_tables.render("budget", tmp_path)
+    assert "Commit abcdef0, 2 cores of an AMD EPYC, started 2026-12-06" in body
+    assert "| `make reproduce` | 21.0 min | 20 min | missed | 2.5 min | 15.0 min | 0.25 s, 0.31 s |  |" in body
+    assert "| `make test` | 28.3 min | 30 min | met |" in body and "1,010 passed, 0 failed, 3 skipped" in body
+
+
 def test_a_results_table_block_renders_and_filters(tmp_path: Path):
     rows = [{"Model": "A", "Variant": "w/ LoRA", "n": 1200}, {"Model": "B", "Variant": "w/o LoRA", "n": 3}]
     (tmp_path / "06_evaluation.json").write_text(json.dumps({"notebook": "06_evaluation",

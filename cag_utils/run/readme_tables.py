@@ -10,7 +10,8 @@ A generated block sits between two marker comments; everything between them is r
 
 Blocks (BLOCKS): `headline-stage1` (notebook 02), `seed-spread-stage1` (notebook 02 beside
 `results/variance_02_cnn.json`, with the tolerance of `cag_utils.run.tolerance`), `headline-stage2` (03, 04), `headline-stage3` (05) and
-`headline-evaluation` (06), `paper-estimate` (`benchmarks/paper_estimate.py`), `stage3-findings` (the findings
+`headline-evaluation` (06), `paper-estimate` (`benchmarks/paper_estimate.py`), `budget` (the time budgets,
+`benchmarks/budget.py`), `stage3-findings` (the findings
 paragraph of docs/stage3.md from notebooks 05, 06 and `benchmarks/lesion_resolution.py`; `cag_utils.run.stage3_text`).
 Besides, `table NN_name TABLE [COLUMN=VALUE]` renders a notebook's own table (`results.tables.TABLE` of
 `results/NN_name.json`) as it stands, optionally only the rows whose COLUMN is VALUE (quote a value with
@@ -244,6 +245,28 @@ def paper_estimate(res: Results) -> list[str]:
             "", *table(header, body)]
 
 
+def budget(res: Results) -> list[str]:
+    """The two time budgets as `benchmarks/budget.py` (`make budget`) last measured them, from fresh clones, with the
+    machine's CNN step time beside them (results/budget.json: a bench file, read directly)."""
+    path = res.dir / "budget.json"
+    if not path.is_file():
+        raise Missing("results/budget.json is not there (run `make budget`)")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    body = []
+    for command, r in record["commands"].items():
+        notebooks = r.get("notebooks_s") or {}
+        counts = r.get("counts")
+        body.append([f"`make {command}`", f"{number(r['total_s'] / 60, 1)} min", f"{r['budget_s'] // 60} min",
+                     "met" if r["met"] else ("failed" if r["rc"] else "missed"), f"{number(r['install_s'] / 60, 1)} min",
+                     f"{number(sum(notebooks.values()) / 60, 1)} min",
+                     f"{number(r['step_s_before'], 2)} s, {number(r['step_s_after'], 2)} s",
+                     f"{counts['passed']:,} passed, {counts['failed']} failed, {counts['skipped']} skipped" if counts else ""])
+    return [f"Commit {record['git_sha'][:7]}, {record['machine']['cpu_count']} cores of an {record['machine']['processor']},"
+            f" started {record['started_at'][:10]} (`results/budget.json`, `figures/budget.png`).", "",
+            *table(["command", "wall time", "budget", "verdict", "install", "notebooks", "CNN step before, after",
+                    "tests"], body)]
+
+
 def stage3_findings(res: Results) -> list[str]:
     """docs/stage3.md's findings paragraph (cag_utils.run.stage3_text, imported here: it imports this module)."""
     from cag_utils.run.stage3_text import findings
@@ -254,6 +277,7 @@ def stage3_findings(res: Results) -> list[str]:
 BLOCKS: dict[str, Callable[[Results], list[str]]] = {
     "headline-stage1": stage1, "seed-spread-stage1": seed_spread, "headline-stage2": stage2, "headline-stage3": stage3,
     "headline-evaluation": evaluation, "paper-estimate": paper_estimate, "stage3-findings": stage3_findings,
+    "budget": budget,
 }
 
 
