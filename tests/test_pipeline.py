@@ -9,6 +9,7 @@ import nbformat
 import pytest
 
 from cag_utils.run import pipeline
+from cag_utils.run import steps as pipeline_steps
 from cag_utils.run.config import ConfigError
 
 PROFILE = """\
@@ -125,7 +126,7 @@ def test_run_skip_force_and_parameter_change(repo):
     assert json.loads((results / "01_first.json").read_text())["results"] == {"v": None}
     manifest = json.loads((repo["root"] / "work" / "smoke" / "pipeline_manifest.json").read_text())
     assert sorted(manifest["steps"]) == ["01_first", "02_second"]
-    assert repo["log"][0].startswith("[01_first] ok in ")
+    assert repo["log"][0].startswith("[01_first] ok in ") and "; slowest: cell " in repo["log"][0]
 
     # In place for the default profile, with the injected parameters and no timing metadata.
     nb = nbformat.read(repo["nbs"] / "01_first.ipynb", as_version=4)
@@ -263,3 +264,14 @@ def test_papermill_warns_only_about_parameters_the_pipeline_did_not_check(caplog
         log.warning("Passed unknown parameter: vlm_lr")
     assert [r.getMessage() for r in caplog.records] == ["Passed unknown parameter: not_a_key",
                                                         "Passed unknown parameter: vlm_lr"]
+
+
+def test_slowest_cells_come_from_papermills_durations_before_they_are_stripped():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# a"),
+                                         *(nbformat.v4.new_code_cell(f"x = {i}\ny = 2") for i in range(4))])
+    for cell, seconds in zip(nb.cells[1:], (0.5, 12.0, None, 3.0)):
+        cell.metadata["papermill"] = {"duration": seconds}
+    cells = pipeline_steps.slowest_cells(nb, top=2)
+    assert cells == [(2, 12.0, "x = 1"), (4, 3.0, "x = 3")]
+    assert pipeline_steps.format_slowest(cells) == "cell 2 12.0 s (x = 1); cell 4 3.0 s (x = 3)"
+    assert pipeline_steps.slowest_cells(pipeline_steps.strip_timing(nb)) == []

@@ -64,7 +64,7 @@ from cag_utils.run.staging import (
 from cag_utils.run.steps import (
     NOTEBOOKS_DIR, PACKAGE_DIR, WIDGET_STATE, WIDGET_VIEW, Step, code_digests, describe_failure,
     discover_steps, flatten_widgets, load_manifest, notebook_parameters, notebook_section, save_manifest, sha256_hex,
-    select_steps, source_digest, step_components, step_hash, step_parameters, strip_output, strip_timing,
+    select_steps, slowest_cells, format_slowest, source_digest, step_components, step_hash, step_parameters, strip_output, strip_timing,
 )
 
 # The names of the steps and layout modules that tests and scripts reach through this module.
@@ -266,6 +266,7 @@ def _run_step(step: Step, params: Mapping[str, Any], layout: Layout, work_root: 
             return StepOutcome(step.name, step.section, "failed", seconds,
                                kept if executed is not None else None, message)
         seconds = time.perf_counter() - t0
+        slowest = slowest_cells(nbformat.read(staged, as_version=4))
         strip_output(staged)
         with deferred_signals():
             outputs = commit_outputs(stage, stamps, layout, previous)
@@ -275,7 +276,7 @@ def _run_step(step: Step, params: Mapping[str, Any], layout: Layout, work_root: 
             log(f"[{step.name}] warning: it wrote {', '.join(lost)} outside results/ and figures/; not kept")
     finally:
         remove_stage(stage)
-    log(f"[{step.name}] ok in {seconds:.1f} s")
+    log(f"[{step.name}] ok in {seconds:.1f} s" + (f"; slowest: {format_slowest(slowest)}" if slowest else ""))
     return StepOutcome(step.name, step.section, "ok", seconds, layout.roots["notebooks"] / sub / step.path.name,
                        outputs=outputs)
 

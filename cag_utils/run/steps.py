@@ -228,6 +228,19 @@ def strip_output(path: Path) -> tuple[nbformat.NotebookNode | None, int | None]:
     return nb, (started[-1] if started else None)
 
 
+def slowest_cells(nb: nbformat.NotebookNode, top: int = 3) -> list[tuple[int, float, str]]:
+    """The `top` code cells that took longest, as papermill timed them (before `strip_timing`):
+    (cell index, seconds, first source line), slowest first."""
+    timed = [(i, float(c.metadata.get("papermill", {}).get("duration") or 0.0), _first_line(c.source))
+             for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    return sorted((t for t in timed if t[1] > 0), key=lambda t: -t[1])[:top]
+
+
+def format_slowest(cells: Sequence[tuple[int, float, str]]) -> str:
+    """'cell 10 512.3 s (result = train_classifier(...)); ...' for the pipeline's log."""
+    return "; ".join(f"cell {i} {s:.1f} s ({line[:60]})" for i, s, line in cells)
+
+
 def _first_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[0] if lines else ""

@@ -145,8 +145,9 @@ CONTROL_FRAMES = ("corpus", "annotation")   # vlm_control_train_frames: the cont
 
 
 def control_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The positive control's recipe: the summary recipe with its own step budget and decoding length."""
+    """The positive control's recipe: the summary recipe with its own step budget, learning rate and decoding length."""
     return {**cfg, "vlm_max_steps": cfg["vlm_control_max_steps"], "vlm_max_new_tokens": cfg["vlm_control_max_new_tokens"],
+            "vlm_lr": cfg["vlm_control_lr"],
             "vlm_epochs": max(int(cfg["vlm_epochs"]), 100)}   # the step budget decides
 
 
