@@ -271,3 +271,22 @@ def test_the_lora_draws_sentence_follows_the_pooled_rule(results):
     assert "0.050 [0.010, 0.090] pooled over" in body and "the goal holds for the recipe" in body
     edit(results, "lora_seeds", pooled(-0.01))
     assert "the goal does not hold for the recipe" in text(results)
+
+
+def test_the_lora_draws_say_when_they_were_run_on_another_corpus(results):
+    """Draw 0 of the five-draw test is the committed run; when notebook 06's goal differs from it, the test was run
+    on an earlier corpus and the sentence says so instead of 'on the committed corpus'."""
+    record = json.loads((results / "lora_seeds.json").read_text(encoding="utf-8"))["results"]
+    goal = record["goal_key"]
+    draw0 = record["arms"]["greedy"]["draws"]["0"]["effects"][goal]
+
+    def committed(res):
+        res["image_effects"][goal] = dict(draw0)
+    edit(results, "06_evaluation", committed)
+    assert "`vlm_lora_seed_offset` on the committed corpus," in text(results)
+
+    def moved(res):
+        res["image_effects"][goal] = {**draw0, "ci_low": draw0["ci_low"] + 0.01}
+    edit(results, "06_evaluation", moved)
+    body = text(results)
+    assert "on another corpus than the committed one" in body and "on the committed corpus" not in body

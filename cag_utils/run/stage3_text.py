@@ -225,6 +225,20 @@ def routes_resolution_loss(res: Results) -> list[str]:
     return out
 
 
+def draws_corpus(res: Results, key: str) -> str:
+    """'on the committed corpus' when the test's draw 0 (offset 0, the profile's own draw) is the committed run,
+    else that it was not: a test of another corpus must not read as one of today's."""
+    now = res.get("06_evaluation", "image_effects")[key]
+    draws = [a["draws"].get("0", {}).get("effects", {}).get(key) for a in res.get("lora_seeds", "arms").values()
+             if a["overrides"] == {}]
+    if draws and all(d is not None and all(math.isclose(d[b], now[b], abs_tol=1e-12) for b in ("estimate", "ci_low",
+                                                                                             "ci_high"))
+                     for d in draws):
+        return "on the committed corpus"
+    return ("on another corpus than the committed one (its draw 0 is not the committed run's "
+            f"{interval(now)}: run `python benchmarks/lora_seeds.py` again)")
+
+
 def lora_draws(res: Results) -> str:
     """The goal over LoRA draws with a protocol fixed before the runs (`benchmarks/lora_seeds.py`)."""
     key = res.get("lora_seeds", "goal_key")
@@ -249,7 +263,7 @@ def lora_draws(res: Results) -> str:
     extra = (f" Outside the test (another model, one of several comparisons, so a lead rather than a finding), the pooled "
              f"lower ends clear 0 on both differences for {names(others)}." if others else "")
     return (f" Redrawing LoRA instead ({names(list(map(str, res.get('lora_seeds', 'seeds'))))} as "
-            "`vlm_lora_seed_offset` on the committed corpus, a test written down before it was run: "
+            f"`vlm_lora_seed_offset` {draws_corpus(res, key)}, a test written down before it was run: "
             f"`benchmarks/lora_seeds.py`), ConceptCLIP-Gemma3 minus the text-only control is {'; '.join(parts)}: "
             f"{verdict}.{extra}")
 
