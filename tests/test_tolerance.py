@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import copy
+import json
 
-from cag_utils.run.tolerance import K_SD, check_reexecution, tolerance_table, without_timings
+from cag_utils.run.tolerance import (
+    K_SD, check_reexecution, load_spread, spread_recipe_differences, tolerance_table, without_timings,
+)
 
 COMMITTED = {"results": {
     "exact": {"n_test": 600, "training_status": "completed"},
@@ -57,3 +60,22 @@ def test_without_timings_drops_timings_only():
               "provenance": {"timing": {"wall_time_s": 3.0}, "git_sha": "abc"}}
     assert without_timings(record) == {"results": {"series": {"history": [{"epoch": 1}]}},
                                        "provenance": {"git_sha": "abc"}}
+
+
+def test_a_seed_spread_counts_only_for_the_recipe_it_was_measured_with(tmp_path):
+    """variance_02_cnn.json measured with other settings than the committed 02_cnn.json (the seed aside) is not
+    used as a tolerance: its spread belongs to another recipe."""
+    config = {"seed": 1, "cnn_epochs": 15, "cnn_lr": 0.002}
+    (tmp_path / "02_cnn.json").write_text(json.dumps({"config": config, **COMMITTED}))
+
+    def spread_run(**changes):
+        record = {"config": {**config, "seed": 7, "n_seeds": 5, **changes}, "results": {"metrics": SPREAD}}
+        (tmp_path / "variance_02_cnn.json").write_text(json.dumps(record))
+
+    spread_run()
+    assert spread_recipe_differences(tmp_path, "02_cnn") == [] and load_spread(tmp_path, "02_cnn") == SPREAD
+    spread_run(cnn_epochs=30)
+    assert spread_recipe_differences(tmp_path, "02_cnn") == ["cnn_epochs: 30, committed 15"]
+    assert load_spread(tmp_path, "02_cnn") == {}
+    (tmp_path / "variance_02_cnn.json").unlink()
+    assert load_spread(tmp_path, "02_cnn") == {} and spread_recipe_differences(tmp_path, "02_cnn") == []

@@ -111,11 +111,13 @@ def stage1(res: Results) -> list[str]:
 
 def seed_spread(res: Results) -> list[str]:
     """The committed CNN beside its seed spread and the tolerance of the re-execution check (cag_utils.run.tolerance)."""
-    from cag_utils.run.tolerance import K_SD, load_spread, tolerance_table
+    from cag_utils.run.tolerance import K_SD, load_spread, spread_recipe_differences, tolerance_table
 
     spread = load_spread(res.dir, "02_cnn")
     if not spread:
-        raise Missing("results/variance_02_cnn.json is not there (run `make variance`)")
+        other = spread_recipe_differences(res.dir, "02_cnn")
+        raise Missing(f"results/variance_02_cnn.json was measured with another recipe ({'; '.join(other)}): run "
+                      "`make variance`" if other else "results/variance_02_cnn.json is not there (run `make variance`)")
     n_seeds = len(next(iter(spread.values()))["values"])
     rows = []
     for row in tolerance_table({"results": {"headline": res.get("02_cnn", "headline")}}, spread):

@@ -5,7 +5,7 @@ A results JSON carries two blocks that the check reads (``results.exact`` and
 - every value of ``exact`` (counts, statuses) is equal to the committed one, and
 - every ``headline`` estimate lies inside the committed 95 % interval and, where the seed
   spread of that metric has been measured (``results/variance_<notebook>.json``, written
-  by ``benchmarks/seed_spread.py``), within ``K_SD`` seed standard deviations of the
+  by ``benchmarks/seed_spread.py``, with the committed run's settings but the seed), within ``K_SD`` seed standard deviations of the
   committed estimate. A metric whose seed spread is 0 must match exactly.
 
 On the machine kind that made the committed results the re-execution is bit-identical
@@ -21,7 +21,8 @@ from typing import Any
 
 K_SD = 3.0
 
-__all__ = ["K_SD", "TIMING_KEYS", "check_reexecution", "load_spread", "tolerance_table", "without_timings"]
+__all__ = ["K_SD", "SPREAD_FREE_KEYS", "TIMING_KEYS", "check_reexecution", "load_spread", "spread_recipe_differences",
+           "tolerance_table", "without_timings"]
 # Keys whose values are wall-clock measurements, wherever they sit in a results file.
 TIMING_KEYS = frozenset({"timing", "seconds", "wall_time_s"})
 
@@ -35,10 +36,29 @@ def without_timings(obj: Any) -> Any:
     return obj
 
 
+# Config keys in which a seed-spread run may differ from the committed run it measures.
+SPREAD_FREE_KEYS = frozenset({"seed", "n_seeds"})
+
+
+def spread_recipe_differences(results_folder: Path, notebook: str) -> list[str]:
+    """'key: spread value, committed value' for every setting in which `variance_<notebook>.json` was measured
+    otherwise than the committed `<notebook>.json` (the seed aside); [] when they agree or either file is missing."""
+    folder = Path(results_folder)
+    spread, committed = folder / f"variance_{notebook}.json", folder / f"{notebook}.json"
+    if not (spread.is_file() and committed.is_file()):
+        return []
+    a, b = (json.loads(p.read_text()).get("config", {}) for p in (spread, committed))
+    return [f"{k}: {a.get(k)!r}, committed {b.get(k)!r}" for k in sorted(set(a) | set(b) - SPREAD_FREE_KEYS)
+            if k not in SPREAD_FREE_KEYS and a.get(k) != b.get(k)]
+
+
 def load_spread(results_folder: Path, notebook: str) -> dict[str, dict[str, float]]:
-    """Seed spread per headline metric ({} when the benchmark has not been run)."""
+    """Seed spread per headline metric: {} when the benchmark has not been run, or was run with another recipe
+    than the committed results (`spread_recipe_differences`): a spread is a property of its recipe."""
     path = Path(results_folder) / f"variance_{notebook}.json"
-    return json.loads(path.read_text())["results"]["metrics"] if path.is_file() else {}
+    if not path.is_file() or spread_recipe_differences(results_folder, notebook):
+        return {}
+    return json.loads(path.read_text())["results"]["metrics"]
 
 
 def _tolerance(sd: float | None) -> float | None:
