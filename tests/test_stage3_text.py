@@ -272,6 +272,14 @@ def test_the_lora_draws_sentence_follows_the_pooled_rule(results):
     edit(results, "lora_seeds", pooled(-0.01))
     assert "the goal does not hold for the recipe" in text(results)
 
+    def only_beams(r):   # the secondary arm alone clears 0: a lead, not the recipe's result
+        for arm, a in r["arms"].items():
+            a["pooled"][r["goal_key"]] = ci(0.05, 0.01 if a["overrides"] else -0.01, 0.09)
+    edit(results, "lora_seeds", only_beams)
+    body = text(results)
+    assert "the goal holds with 2 beams decoding, the secondary arm, but not with greedy decoding, the primary" in body
+    assert "the goal holds for the recipe" not in body
+
 
 def test_the_lora_draws_say_when_they_were_run_on_another_corpus(results):
     """Draw 0 of the five-draw test is the committed run; when notebook 06's goal differs from it, the test was run

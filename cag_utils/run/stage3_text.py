@@ -252,9 +252,16 @@ def lora_draws(res: Results) -> str:
                      f"end above 0; estimates from {number(lo)} to {number(hi)}), and {interval(a['pooled'][blank])} "
                      "over the blanked frame")
     met = [arm for arm, a in arms.items() if a["complete"] and a["pooled"][key]["ci_low"] > 0]
-    verdict = (f"by the rule fixed in advance (pooled lower end above 0) the goal holds for the recipe with "
-               f"{names(met)} decoding" if met else
-               "by the rule fixed in advance (pooled lower end above 0) the goal does not hold for the recipe")
+    primary = [arm for arm, a in arms.items() if a["overrides"] == {}]   # the profile's own decoding
+    rule = "by the rule fixed in advance (pooled lower end above 0)"
+    if met and set(primary) <= set(met):
+        verdict = f"{rule} the goal holds for the recipe with {names(met)} decoding"
+    elif met:   # only a secondary arm: a lead, the profile's decoding does not reach it
+        verdict = (f"{rule} the goal holds with {names(met)} decoding, the secondary arm, but not with "
+                   f"{names(primary)} decoding, the primary arm and the profile's own: a lead for another decoding "
+                   "(two arms tested), not the recipe's result")
+    else:
+        verdict = f"{rule} the goal does not hold for the recipe"
     others = [f"{MODELS.get(f, f)} ({arm}: {interval(a['pooled'][f'{f}.real_minus_text_only'])} over the text-only "
               f"control, {interval(a['pooled'][f'{f}.real_minus_blank'])} over its blanked frame)"
               for arm, a in arms.items() for f in dict.fromkeys(k.split(".")[0] for k in a["pooled"])
