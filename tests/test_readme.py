@@ -173,3 +173,23 @@ def test_report_main_rewrites_the_readme_only_for_the_committed_results(tmp_path
     assert report.main(argv) == 0 and calls == []
     assert report.main(["--results-root", str(report.RESULTS_ROOT), "--generated-root", str(tmp_path / "gen")]) == 0
     assert calls == [()]
+
+
+def test_the_seed_spread_block_says_when_its_spread_is_of_another_recipe(tmp_path):
+    """The block shows a spread of another recipe for what it is, with no tolerance, and applies one measured with
+    the committed recipe."""
+    import shutil
+
+    for name in ("02_cnn", "variance_02_cnn"):
+        shutil.copy(report.RESULTS_ROOT / f"{name}.json", tmp_path / f"{name}.json")
+    path = tmp_path / "variance_02_cnn.json"
+    spread = json.loads(path.read_text(encoding="utf-8"))
+    committed = json.loads((tmp_path / "02_cnn.json").read_text(encoding="utf-8"))["config"]
+    spread["config"] = {**committed, "seed": 1, "n_seeds": 5, "cnn_epochs": committed["cnn_epochs"] + 1}
+    path.write_text(json.dumps(spread), encoding="utf-8")
+    body = readme_tables.render("seed-spread-stage1", tmp_path)
+    assert "measured with another recipe" in body and body.count("not applied") == len(spread["results"]["metrics"])
+    spread["config"]["cnn_epochs"] = committed["cnn_epochs"]
+    path.write_text(json.dumps(spread), encoding="utf-8")
+    body = readme_tables.render("seed-spread-stage1", tmp_path)
+    assert "another recipe" not in body and "not applied" not in body and "| test.laterality_f1 |" in body

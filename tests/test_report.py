@@ -112,7 +112,7 @@ def test_provenance_skips_and_determinism(tmp_path: Path):
     write(results, "bench_io", {"name": "io", "seconds": 3.2})
     (results / "03_x.json.failed").write_text("{}")
     first = report.generate("smoke", results, gen)
-    assert first["skipped"] == ["bench_io.json"]
+    assert first["skipped"] == ["bench_io.json: no 'results' object"]
     provenance = (gen / "provenance.tex").read_text()
     assert provenance.index("01") < provenance.index("02")
     assert r"\texttt{0123456789ab-dirty}" in provenance and r"x86\_64" in provenance
@@ -176,3 +176,22 @@ def test_a_runs_one_figure_is_named_after_the_run(output_root):
     assert run.figures == ["figures/bench_probe.png", "figures/bench_probe_curve.png"]
     assert run.captions == {"bench_probe": "What it shows.", "curve": "Per step."}
     assert all((output_root / f).with_suffix(s).is_file() for f in run.figures for s in (".png", ".pdf"))
+
+
+def test_a_seed_spread_of_another_recipe_gives_no_macros(tmp_path: Path):
+    """variance_02_cnn.json measured with other settings than the committed 02_cnn.json describes a run that is no
+    longer committed: the paper gets no macro from it (its sentence and figure sit behind \\ifresult)."""
+    results, gen = tmp_path / "results", tmp_path / "gen"
+    committed = record("02_cnn", {"test": {"acc": 0.5}})
+    committed["config"]["cnn_epochs"] = 15
+    write(results, "02_cnn", committed)
+    spread = record("variance_02_cnn", {"n_seeds": 5})
+    spread["config"].update(cnn_epochs=15, seed=7, n_seeds=5)
+    write(results, "variance_02_cnn", spread)
+    assert r"\VarianceZeroTwoCnnNSeeds}{5}" in (gen / "macros.tex").read_text() if report.generate(
+        "smoke", results, gen)["skipped"] == [] else False
+    spread["config"]["cnn_epochs"] = 30
+    write(results, "variance_02_cnn", spread)
+    out = report.generate("smoke", results, gen)
+    assert out["skipped"] == ["variance_02_cnn.json: measured with another recipe (cnn_epochs: 30, committed 15)"]
+    assert "VarianceZeroTwoCnn" not in (gen / "macros.tex").read_text().replace("% skipped variance_02_cnn", "")

@@ -12,7 +12,8 @@ Reads every `results/<subdir>/*.json` written by `cag_utils.run.results.Run.save
 - `provenance.tex`: notebook, profile, git SHA and device of every results file.
 For the default profile read from `results/`, `main` also rewrites the generated headline tables of
 README.md and docs/*.md (`cag_utils.run.readme_tables`).
-Files without a `results` object (e.g. benchmarks' bench_*.json) are skipped with a comment.
+Files without a `results` object (e.g. benchmarks' bench_*.json), and a seed spread of another recipe than the
+committed run's, are skipped with a comment.
 Everything is sorted and has no timestamps, so rerunning on unchanged results changes nothing.
 
 Macro names: the notebook name without its `NN_` prefix, then each key of the path (list
@@ -202,17 +203,26 @@ def render_floats(notebook: str, tables: list[tuple[str, str]], figures: list[st
 
 
 def load_records(results_dir: Path) -> tuple[list[tuple[Path, dict[str, Any]]], list[str]]:
-    """Results records of a folder (sorted by file name) and the names of files skipped."""
+    """Results records of a folder (sorted by file name) and the files skipped, each as 'name: why'. Skipped:
+    files without a `results` object, and a seed spread (`variance_<notebook>.json`) measured with another recipe
+    than the committed `<notebook>.json` (`tolerance.spread_recipe_differences`): its numbers describe a run that
+    is no longer the committed one."""
+    from cag_utils.run.tolerance import spread_recipe_differences
+
     records, skipped = [], []
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ReportError(f"{path}: not valid JSON ({exc})") from exc
-        if isinstance(data, dict) and isinstance(data.get("results"), dict):
-            records.append((path, data))
+        other = (spread_recipe_differences(path.parent, path.stem.removeprefix("variance_"))
+                 if path.stem.startswith("variance_") else [])
+        if not (isinstance(data, dict) and isinstance(data.get("results"), dict)):
+            skipped.append(f"{path.name}: no 'results' object")
+        elif other:
+            skipped.append(f"{path.name}: measured with another recipe ({'; '.join(other)})")
         else:
-            skipped.append(path.name)
+            records.append((path, data))
     return records, skipped
 
 
@@ -262,7 +272,7 @@ def generate(profile: str = DEFAULT_PROFILE, results_root: Path = RESULTS_ROOT,
                  rf"\texttt{{{escape_latex(sha)}}}", escape_latex(prov.get("device", "unknown"))]
         provenance.append(" & ".join(cells) + r" \\")
     if skipped:
-        macro_lines += ["", *(f"% skipped {name}: no 'results' object" for name in skipped)]
+        macro_lines += ["", *(f"% skipped {name}" for name in skipped)]
     files["macros.tex"] = "\n".join(macro_lines) + "\n"
     files["provenance.tex"] = "\n".join([
         HEADER.rstrip(), r"\begin{tabular}{llll}", r"\toprule",
