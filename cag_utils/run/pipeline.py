@@ -64,7 +64,8 @@ from cag_utils.run.staging import (
 from cag_utils.run.steps import (
     NOTEBOOKS_DIR, PACKAGE_DIR, WIDGET_STATE, WIDGET_VIEW, Step, code_digests, describe_failure,
     discover_steps, flatten_widgets, load_manifest, notebook_parameters, notebook_section, save_manifest, sha256_hex,
-    select_steps, slowest_cells, format_slowest, source_digest, step_components, step_hash, step_parameters, strip_output, strip_timing,
+    format_slowest, select_steps, slowest_cells, source_digest, step_components, step_hash, step_parameters,
+    strip_output, strip_timing,
 )
 
 # The names of the steps and layout modules that tests and scripts reach through this module.

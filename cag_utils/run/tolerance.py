@@ -48,8 +48,8 @@ def spread_recipe_differences(results_folder: Path, notebook: str) -> list[str]:
     if not (spread.is_file() and committed.is_file()):
         return []
     a, b = (json.loads(p.read_text()).get("config", {}) for p in (spread, committed))
-    return [f"{k}: {a.get(k)!r}, committed {b.get(k)!r}" for k in sorted(set(a) | set(b) - SPREAD_FREE_KEYS)
-            if k not in SPREAD_FREE_KEYS and a.get(k) != b.get(k)]
+    return [f"{k}: {a.get(k)!r}, committed {b.get(k)!r}" for k in sorted((set(a) | set(b)) - SPREAD_FREE_KEYS)
+            if a.get(k) != b.get(k)]
 
 
 def load_spread(results_folder: Path, notebook: str) -> dict[str, dict[str, float]]:
