@@ -4,6 +4,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PROFILE ?= smoke
 SET ?=
+# `make test` / `make test-fast`: two pytest-xdist workers (conftest.py groups the notebooks on one); 0 = one process
+TEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Notebook kernels and tools resolve to the venv.
@@ -31,10 +34,10 @@ reproduce: $(STAMP) ## Run every notebook on PROFILE (default smoke, CPU; SET="k
 	$(PY) -m cag_utils.run.model_cards --profile $(PROFILE)
 
 test: $(STAMP) ## Full suite (CI's): unit tests, nbval re-execution of the notebooks (in a temporary folder), tolerance check, paper and book builds
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: $(STAMP) ## Unit tests only, without the `slow` tier (notebook re-execution, training, paper, browser): about 2 min on 2 cores
-	$(PY) -m pytest tests -m "not slow"
+	$(PYTEST) tests -m "not slow"
 
 lab: $(STAMP) ## JupyterLab on the venv kernel
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks

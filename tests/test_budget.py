@@ -41,6 +41,12 @@ def test_junit_report_is_split_into_notebooks_and_other_tests(tmp_path):
     assert [t["test"] for t in out["slowest_other_tests"]] == ["tests.test_a::test_slow", "tests.test_b::test_fast"]
 
 
+def test_the_worker_count_is_read_from_the_pytest_log():
+    budget = _budget()
+    assert budget.pytest_workers("bringing up nodes...\ncreated: 2/2 workers\n2 workers [1019 items]\n") == 2
+    assert budget.pytest_workers("collected 1019 items\n") == 1
+
+
 def test_parts_add_up_to_the_total():
     record = {"command": "reproduce", "install_s": 200.0, "total_s": 1500.0, "notebooks_s": {"01_data": 300.0, "02_cnn": 700.0}}
     parts = _budget().parts(record)
