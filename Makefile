@@ -4,9 +4,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PROFILE ?= smoke
 SET ?=
-# `make test` / `make test-fast`: two pytest-xdist workers (conftest.py groups the notebooks on one); 0 = one process
+# `make test` / `make test-fast`: two pytest-xdist workers (the root conftest.py keeps the notebooks on one); 0 = one process
 TEST_WORKERS ?= 2
-PYTEST := $(VENV)/bin/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+PYTEST := $(VENV)/bin/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Notebook kernels and tools resolve to the venv.

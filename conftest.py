@@ -9,8 +9,8 @@ ones; it runs after the notebooks (tests marked `after_notebooks` follow the nbv
 Set `CAG_TEST_OUTPUT_ROOT` to keep the session's outputs in a folder of your choice (under
 pytest-xdist, one subfolder per worker: `gw0`, `gw1`).
 
-Parallel: `make test` runs two pytest-xdist workers; `pytest_collection_modifyitems` below puts
-the notebooks and the tests that read their outputs in one group, run in order by one worker.
+Parallel: `make test` runs two pytest-xdist workers; `pytest_xdist_make_scheduler` below puts
+the notebooks and the tests that read their outputs in one work unit, run in order by one worker.
 
 Tiers: nbval's notebook cells are marked `slow` here, with a timeout of NOTEBOOK_CELL_TIMEOUT s each (a backstop
 behind nbval's own --nbval-cell-timeout), and a `slow` test without its own timeout gets SLOW_TIMEOUT;
@@ -45,8 +45,6 @@ def git_status() -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "after_notebooks: runs after nbval has re-executed the notebooks")
-    # pytest-xdist's own marker, registered here too so that a run without the plugin (-p no:xdist) knows it
-    config.addinivalue_line("markers", "xdist_group(name): tests of one group run in order on one xdist worker")
     config.stash[STATUS_KEY] = git_status()
 
 
@@ -54,19 +52,15 @@ STATUS_KEY = pytest.StashKey[str]()
 NOTEBOOK_CELL_TIMEOUT = 1900  # s: above --nbval-cell-timeout=1800 in pyproject.toml, so nbval reports a slow cell first
 SLOW_TIMEOUT = 900  # s: a `slow` test without its own @pytest.mark.timeout (the fast tier's default is in pyproject.toml)
 NOTEBOOKS_KEY = pytest.StashKey[set]()
-NOTEBOOK_GROUP = "notebooks"  # the xdist group of the nbval items and the `after_notebooks` tests
+NOTEBOOK_GROUP = "notebooks"  # the xdist work unit of the nbval items and the `after_notebooks` tests
+NOTEBOOK_GROUP_FILES = ("tests/test_reexecution.py",)  # where `after_notebooks` tests live (they read nbval's outputs)
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects and before xdist reads the groups
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the notebook cells must carry `slow` by then
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Order and group the session: the nbval items first, then the `after_notebooks` tests, then the rest; note
-    which notebooks will be re-executed; mark the notebook cells `slow` with their timeout.
-
-    Under pytest-xdist (`make test` runs two workers with `--dist loadgroup --no-loadscope-reorder`) the notebooks
-    and the tests that read their outputs form one group, so one worker runs them in order in one output root,
-    while the other worker takes the test files one at a time (a file is a group, so its module fixtures are
-    built once). The notebooks leave a core idle much of the time (generation and LoRA steps of the small models
-    are mostly one thread), which the other worker uses."""
+    """Order the session: the nbval items first, then the `after_notebooks` tests, then the rest; note which
+    notebooks will be re-executed; mark the notebook cells `slow` with their timeout. An `after_notebooks` test
+    must live in a file of NOTEBOOK_GROUP_FILES, so that pytest-xdist runs it on the notebooks' worker."""
     for item in items:
         if str(item.path).endswith(".ipynb"):
             item.add_marker(pytest.mark.slow)
@@ -75,14 +69,35 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
     notebooks = [i for i in items if str(i.path).endswith(".ipynb")]
     late = [i for i in items if i.get_closest_marker("after_notebooks")]
+    stray = sorted({i.nodeid for i in late if i.nodeid.split("::")[0] not in NOTEBOOK_GROUP_FILES})
+    if stray:
+        raise pytest.UsageError(f"after_notebooks tests outside {NOTEBOOK_GROUP_FILES} (root conftest.py): {stray}")
     first = set(notebooks) | set(late)
-    rest = [i for i in items if i not in first]
-    for item in notebooks + late:
-        item.add_marker(pytest.mark.xdist_group(NOTEBOOK_GROUP))
-    for item in rest:
-        item.add_marker(pytest.mark.xdist_group(Path(str(item.path)).relative_to(REPO).as_posix()))
-    items[:] = notebooks + late + rest
+    items[:] = notebooks + late + [i for i in items if i not in first]
     config.stash[NOTEBOOKS_KEY] = {Path(str(i.path)).stem for i in notebooks}
+
+
+def notebook_scope(nodeid: str) -> str:
+    """pytest-xdist's work unit of a test: the notebooks and NOTEBOOK_GROUP_FILES form one ("notebooks"), run in
+    order by one worker in one output root; any other test file is its own (its module fixtures built once)."""
+    path = nodeid.split("::")[0]
+    return NOTEBOOK_GROUP if path.endswith(".ipynb") or path in NOTEBOOK_GROUP_FILES else path
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without the plugin (-p no:xdist) it is never called
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With `-n N` (`make test` runs two workers): scopes from `notebook_scope`, in collection order, so the
+    notebooks' unit is handed out first and the other worker takes the test files one at a time. The notebooks
+    leave a core idle much of the time (generation and the LoRA steps of the small models run mostly on one
+    thread), which the other worker uses. (pytest-xdist's own `xdist_group` does not work with pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebooksFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return notebook_scope(nodeid)
+
+    config.option.loadscopereorder = False
+    return NotebooksFirst(config, log)
 
 
 @pytest.hookimpl(trylast=True)
