@@ -4,8 +4,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PROFILE ?= smoke
 SET ?=
-# `make test` / `make test-fast`: two pytest-xdist workers (the root conftest.py keeps the notebooks on one); 0 = one process
-TEST_WORKERS ?= 2
+# `make test` / `make test-fast`: pytest-xdist workers (the root conftest.py keeps the notebooks on one); 0 = one
+# process, the default: on 2 cores a second worker slowed the notebooks 2-3 fold (docs/testing.md, two workers)
+TEST_WORKERS ?= 0
 PYTEST := $(VENV)/bin/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -18,7 +19,8 @@ export PYTHONHASHSEED := 0
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: PROFILE=$(PROFILE) (smoke | paper), SET=\"key=value ...\" (profile overrides), PYTHON=$(PYTHON)"
+	@echo "  Variables: PROFILE=$(PROFILE) (smoke | paper), SET=\"key=value ...\" (profile overrides), PYTHON=$(PYTHON),"
+	@echo "             TEST_WORKERS=$(TEST_WORKERS) (pytest-xdist workers for make test; 0 = one process, best on 2 cores)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)

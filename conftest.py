@@ -9,8 +9,8 @@ ones; it runs after the notebooks (tests marked `after_notebooks` follow the nbv
 Set `CAG_TEST_OUTPUT_ROOT` to keep the session's outputs in a folder of your choice (under
 pytest-xdist, one subfolder per worker: `gw0`, `gw1`).
 
-Parallel: `make test` runs two pytest-xdist workers; `pytest_xdist_make_scheduler` below puts
-the notebooks and the tests that read their outputs in one work unit, run in order by one worker.
+Parallel (opt-in, `make test TEST_WORKERS=2`): `pytest_xdist_make_scheduler` below puts the
+notebooks and the tests that read their outputs in one work unit, run in order by one worker.
 
 Tiers: nbval's notebook cells are marked `slow` here, with a timeout of NOTEBOOK_CELL_TIMEOUT s each (a backstop
 behind nbval's own --nbval-cell-timeout), and a `slow` test without its own timeout gets SLOW_TIMEOUT;
@@ -86,10 +86,10 @@ def notebook_scope(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without the plugin (-p no:xdist) it is never called
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """With `-n N` (`make test` runs two workers): scopes from `notebook_scope`, in collection order, so the
-    notebooks' unit is handed out first and the other worker takes the test files one at a time. The notebooks
-    leave a core idle much of the time (generation and the LoRA steps of the small models run mostly on one
-    thread), which the other worker uses. (pytest-xdist's own `xdist_group` does not work with pytest 9.)"""
+    """With `-n N` (`make test TEST_WORKERS=N`): scopes from `notebook_scope`, in collection order, so the
+    notebooks' unit is handed out first and the other workers take the test files one at a time. On 2 cores this
+    is slower than one process (docs/testing.md, two workers). (pytest-xdist's own `xdist_group` does not work
+    with pytest 9.2.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class NotebooksFirst(LoadScopeScheduling):
