@@ -82,8 +82,12 @@ def parts(record: dict) -> list[tuple[str, float]]:
     """The stacked parts of one command's wall time: install, each notebook, the rest."""
     notebooks = record.get("notebooks_s", {})
     rest = record["total_s"] - record["install_s"] - sum(notebooks.values())
-    label = ("collection, and the tests still running after the notebooks (with two workers the others run beside "
-             "them)" if record["command"] == "test" else "preflight, report, model cards")
+    if record["command"] != "test":
+        label = "preflight, report, model cards"
+    elif record.get("pytest_workers", 1) > 1:
+        label = "collection and the tests left after the notebooks (the others ran beside them)"
+    else:
+        label = "other tests, collection, paper build"
     return [("install", record["install_s"]), *sorted(notebooks.items()), (label, max(rest, 0.0))]
 
 

@@ -51,6 +51,9 @@ def test_parts_add_up_to_the_total():
     record = {"command": "reproduce", "install_s": 200.0, "total_s": 1500.0, "notebooks_s": {"01_data": 300.0, "02_cnn": 700.0}}
     parts = _budget().parts(record)
     assert parts[0] == ("install", 200.0) and sum(s for _, s in parts) == pytest.approx(1500.0)
+    test = {**record, "command": "test"}
+    assert _budget().parts(test)[-1][0].startswith("other tests")
+    assert "beside" in _budget().parts({**test, "pytest_workers": 2})[-1][0]
 
 
 
