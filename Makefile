@@ -24,8 +24,7 @@ help: ## Show this help
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -P cag_utils/run/install.py   # uv with pip's package sources (pip if uv fails): docs/testing.md
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the pinned dependencies and cag_utils (once)
