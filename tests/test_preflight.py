@@ -198,7 +198,8 @@ def test_paper_profile_asks_for_a_gpu():
     assert load_config("paper")["device"] == "cuda"
 
 
-def test_disk_space(monkeypatch):
+def test_disk_space(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAG_OUTPUT_ROOT", str(tmp_path))   # no cohort generated yet, whatever ran before
     cfg = smoke("data")
     row = preflight.check_disk(cfg)
     assert row.ok and "GB for the cohort" in row.detail
