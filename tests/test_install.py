@@ -41,6 +41,11 @@ def test_uv_gets_every_source_pip_would_use():
     assert [v for k, v in pairs if k == "--find-links"] == ["/opt/env-wheels"]
     assert ("--constraint", "/etc/pip/constraints.txt") in pairs
     assert env == {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", "UV_HTTP_TIMEOUT": "180"}
+    offline, proxy_env = install.uv_arguments({"no-index": "yes", "find-links": "/w", "proxy": "http://p:3128",
+                                                "trusted-host": "a.example b.example"})
+    assert offline[-1] == "--no-index" and [v for k, v in zip(offline, offline[1:]) if k == "--allow-insecure-host"] \
+        == ["a.example", "b.example"]
+    assert proxy_env == {"HTTP_PROXY": "http://p:3128", "HTTPS_PROXY": "http://p:3128"}
     bare, bare_env = install.uv_arguments({})
     assert bare == ["--index-strategy", "unsafe-best-match", "--compile-bytecode"] and bare_env == {}
 

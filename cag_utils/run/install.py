@@ -3,7 +3,7 @@
 uv (a pinned release, itself installed with pip) resolves and installs the same pins as ``pip install -e .``
 in a fraction of pip's time (`make install`: about 1 minute instead of 2-3 on 2 cores; docs/testing.md). It
 does not read pip's configuration, so the sources pip would use (``pip config list``: index, extra indexes,
-find-links, constraints, certificate, timeout; environment variables over the ``install`` section over
+find-links, no-index, constraints, trusted hosts, proxy, certificate, timeout; environment variables over the ``install`` section over
 ``global``, as pip ranks them) are passed to it, with pip's rule that every index counts the same
 (``--index-strategy unsafe-best-match``). Modules are byte-compiled at install time, as pip does.
 When uv cannot be installed or fails, the install falls back to pip with its own configuration and says so.
@@ -21,8 +21,9 @@ import time
 UV_VERSION = "0.13.8"
 # pip option -> uv option (multi-valued pip options hold whitespace-separated lists)
 OPTIONS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "find-links": "--find-links",
-           "constraint": "--constraint"}
-MULTI = {"extra-index-url", "find-links", "constraint"}
+           "constraint": "--constraint", "trusted-host": "--allow-insecure-host"}
+MULTI = {"extra-index-url", "find-links", "constraint", "trusted-host"}
+TRUE = {"1", "true", "yes", "on"}
 RANK = {"global": 0, "install": 1, ":env:": 2}   # pip: environment over the install section over global
 
 
@@ -48,7 +49,11 @@ def uv_arguments(settings: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     for key, option in OPTIONS.items():
         values = settings.get(key, "").split() if key in MULTI else [settings.get(key, "")]
         args += [x for v in values if v for x in (option, v)]
+    if settings.get("no-index", "").lower() in TRUE:
+        args.append("--no-index")
     env = {}
+    if settings.get("proxy"):
+        env["HTTP_PROXY"] = env["HTTPS_PROXY"] = settings["proxy"]
     if settings.get("cert"):
         env["SSL_CERT_FILE"] = settings["cert"]
     if settings.get("default-timeout") or settings.get("timeout"):
