@@ -60,7 +60,7 @@ bench: $(STAMP) ## Speed benchmarks -> results/bench_*.json
 	$(PY) benchmarks/bench_vlm.py --out results/bench_vlm.json   # needs notebook 05's cached stand-ins
 	$(PY) benchmarks/paper_estimate.py   # the paper profile's time and memory per step (reads bench_data.json)
 
-budget: $(STAMP) ## The two time budgets: `make reproduce` and `make test`, each in a fresh clone of HEAD with its install, and the machine's CNN step time -> results/budget.json, figures/budget.png (50-85 min on 2 cores)
+budget: $(STAMP) ## The two time budgets: `make reproduce` and `make test`, each in a fresh clone of HEAD with its install, and the machine's CNN step time -> results/budget.json, figures/budget.png (35-85 min on 2 cores)
 	$(PY) benchmarks/budget.py
 
 variance: $(STAMP) ## Seed spread of the CNN (5 training seeds, after reproduce) -> results/variance_02_cnn.json

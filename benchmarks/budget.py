@@ -13,7 +13,7 @@ slow step time and met at a fast one is the machine, not the change.
 
 Writes results/budget.json (the bench_*.json kind: no paper macros) and figures/budget.png|pdf.
 
-    python benchmarks/budget.py                      # both commands: about 50-85 min on 2 cores
+    python benchmarks/budget.py                      # both commands: about 35-85 min on 2 cores
     python benchmarks/budget.py --only reproduce     # one of them
     python benchmarks/budget.py --probe              # only the step time, printed
 """
