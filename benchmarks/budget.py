@@ -51,13 +51,15 @@ def pytest_workers(log: str) -> int:
 
 
 def junit_summary(path: Path, slowest: int = 8) -> dict:
-    """Counts, the failed tests by name (a failed budget run must say what failed), seconds per notebook (nbval items are `notebooks.<name>.ipynb::Cell N`), the other tests' sum and
+    """Counts, the failed tests by name (a failed budget run must say what failed), the skipped ones with their
+    reasons (a missing system tool skips the paper or browser checks, and their time), seconds per notebook (nbval items are `notebooks.<name>.ipynb::Cell N`), the other tests' sum and
     the slowest other tests, from a pytest JUnit XML report."""
     cases = list(ET.parse(path).getroot().iter("testcase"))
     notebooks: dict[str, float] = {}
     others: list[tuple[float, str]] = []
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     failed: list[str] = []
+    skipped: dict[str, str] = {}   # test -> reason: a skipped test is a check the budget run did not pay for
     for c in cases:
         seconds, cls = float(c.get("time") or 0.0), c.get("classname") or ""
         if c.find("failure") is not None or c.find("error") is not None:
@@ -65,6 +67,7 @@ def junit_summary(path: Path, slowest: int = 8) -> dict:
             failed.append(f"{cls}::{c.get('name')}")
         elif c.find("skipped") is not None:
             counts["skipped"] += 1
+            skipped[f"{cls}::{c.get('name')}"] = c.find("skipped").get("message", "")
         else:
             counts["passed"] += 1
         if cls.startswith("notebooks.") and cls.endswith(".ipynb"):
@@ -73,7 +76,7 @@ def junit_summary(path: Path, slowest: int = 8) -> dict:
         else:
             others.append((seconds, f"{cls}::{c.get('name')}"))
     others.sort(reverse=True)
-    return {"counts": counts, "failed_tests": failed, "notebooks_s": {k: round(v, 1) for k, v in sorted(notebooks.items())},
+    return {"counts": counts, "failed_tests": failed, "skipped_tests": skipped, "notebooks_s": {k: round(v, 1) for k, v in sorted(notebooks.items())},
             "other_tests_s": round(sum(s for s, _ in others), 1),
             "slowest_other_tests": [{"test": name, "seconds": round(s, 1)} for s, name in others[:slowest]]}
 

@@ -36,6 +36,7 @@ def test_junit_report_is_split_into_notebooks_and_other_tests(tmp_path):
     out = _budget().junit_summary(tmp_path / "j.xml", slowest=2)
     assert out["counts"] == {"passed": 4, "failed": 1, "skipped": 1}
     assert out["failed_tests"] == ["notebooks.02_cnn.ipynb::Cell 6"]
+    assert out["skipped_tests"] == {"tests.test_a::test_skip": "missing system tool: x"}
     assert out["notebooks_s"] == {"01_data": 302.5, "02_cnn": 600.0}
     assert out["other_tests_s"] == pytest.approx(91.0, abs=0.1)
     assert [t["test"] for t in out["slowest_other_tests"]] == ["tests.test_a::test_slow", "tests.test_b::test_fast"]
