@@ -52,8 +52,9 @@ def pytest_workers(log: str) -> int:
 
 def junit_summary(path: Path, slowest: int = 8) -> dict:
     """Counts, the failed tests by name (a failed budget run must say what failed), the skipped ones with their
-    reasons (a missing system tool skips the paper or browser checks, and their time), seconds per notebook (nbval items are `notebooks.<name>.ipynb::Cell N`), the other tests' sum and
-    the slowest other tests, from a pytest JUnit XML report."""
+    reasons (a missing system tool skips the paper or browser checks, and their time), seconds per notebook
+    (nbval items are `notebooks.<name>.ipynb::Cell N`), the other tests' sum and the slowest other tests, from a
+    pytest JUnit XML report."""
     cases = list(ET.parse(path).getroot().iter("testcase"))
     notebooks: dict[str, float] = {}
     others: list[tuple[float, str]] = []

@@ -3,9 +3,9 @@
 uv (a pinned release, itself installed with pip) resolves and installs the same pins as ``pip install -e .``
 in a fraction of pip's time (`make install`: about 1 minute instead of 2-3 on 2 cores; docs/testing.md). It
 does not read pip's configuration, so the sources pip would use (``pip config list``: index, extra indexes,
-find-links, no-index, constraints, trusted hosts, proxy, certificate, timeout; environment variables over the ``install`` section over
-``global``, as pip ranks them) are passed to it, with pip's rule that every index counts the same
-(``--index-strategy unsafe-best-match``). Modules are byte-compiled at install time, as pip does.
+find-links, no-index, constraints, trusted hosts, proxy, certificate, timeout; environment variables over the
+``install`` section over ``global``, as pip ranks them) are passed to it, with pip's rule that every index counts
+the same (``--index-strategy unsafe-best-match``). Modules are byte-compiled at install time, as pip does.
 When uv cannot be installed or fails, the install falls back to pip with its own configuration and says so.
 
 Runs with the venv's interpreter before cag_utils is installed: standard library only.
