@@ -58,7 +58,7 @@ NOTEBOOK_GROUP_FILES = ("tests/test_reexecution.py",)  # where `after_notebooks`
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the notebook cells must carry `slow` by then
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Order the session: the rest, the nbval items, then the `after_notebooks` tests (with xdist the notebooks first); note which
+    """Order the session: the nbval items, the `after_notebooks` tests, then the rest; note which
     notebooks will be re-executed; mark the notebook cells `slow` with their timeout. An `after_notebooks` test
     must live in a file of NOTEBOOK_GROUP_FILES, so that pytest-xdist runs it on the notebooks' worker."""
     for item in items:
@@ -73,10 +73,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if stray:
         raise pytest.UsageError(f"after_notebooks tests outside {NOTEBOOK_GROUP_FILES} (root conftest.py): {stray}")
     first = set(notebooks) | set(late)
-    rest = [i for i in items if i not in first]
-    # One process: the tests first (some expect an empty output root), the notebooks, then their readers. Under
-    # pytest-xdist (a worker collects): the notebooks' unit first, so that it is handed out first.
-    items[:] = notebooks + late + rest if hasattr(config, "workerinput") else rest + notebooks + late
+    # The notebooks first: under pytest-xdist their unit, the longest, is then handed out first. No test depends
+    # on running before them (each that needs an empty output root makes its own).
+    items[:] = notebooks + late + [i for i in items if i not in first]
     config.stash[NOTEBOOKS_KEY] = {Path(str(i.path)).stem for i in notebooks}
 
 
